@@ -1,0 +1,42 @@
+"""The project's few named errors. Every layer raises these; the service maps them to HTTP in one place.
+
+Imports flow service -> corpus -> scoring, so the base types live here at the bottom.
+"""
+
+from __future__ import annotations
+
+
+class ReweighError(Exception):
+    """Base of every error reweigh raises on purpose (anything else is a bug)."""
+
+
+class ConfigError(ReweighError, ValueError):
+    """A setting, or a combination of settings, that cannot work. The message names the values."""
+
+
+class VocabularyMismatchError(ConfigError):
+    """Teacher and reference tokenizers differ: difference scores would compare different token streams."""
+
+
+class InputError(ReweighError):
+    """An input (file, shard, request body) that cannot be read. The message names which one and why."""
+
+
+class JobConflictError(ReweighError):
+    """An output directory already holds a job made with different settings."""
+
+
+class PathNotAllowedError(ReweighError):
+    """A path outside the configured data roots (absolute elsewhere, `..`, or an escaping symlink)."""
+
+
+class NotFoundError(ReweighError):
+    """A job, manifest or shard that does not exist."""
+
+
+class OverloadedError(ReweighError):
+    """The scoring queue is full; the caller should retry later."""
+
+
+class EngineDeadError(ReweighError):
+    """The scoring engine failed in a way a retry will not fix (unlike a per-request error)."""
