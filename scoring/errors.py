@@ -40,3 +40,7 @@ class OverloadedError(ReweighError):
 
 class EngineDeadError(ReweighError):
     """The scoring engine failed in a way a retry will not fix (unlike a per-request error)."""
+
+
+class JobCancelledError(ReweighError):
+    """A job stopped on request at a chunk boundary; its partial output is kept and a rerun resumes it."""

@@ -12,6 +12,9 @@ SCORE_DEFINITION_VERSION = "1"
 STATUS_OK = "ok"
 # A text whose tokenization is empty (e.g. "" or, for some tokenizers, whitespace only).
 STATUS_EMPTY = "empty: text has no tokens"
+# Whitespace-only text: byte-level tokenizers do give it tokens, but it is not a document, and a
+# score for it would only be the models' opinion of runs of spaces.
+STATUS_BLANK = "blank: text is whitespace only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +42,9 @@ class DocScore:
     def from_logprobs(cls, n_tokens: int, teacher_logprob: float, reference_logprob: float) -> DocScore:
         return cls(
             n_tokens=n_tokens,
-            teacher_logprob=teacher_logprob,
-            reference_logprob=reference_logprob,
-            score=teacher_logprob - reference_logprob,
+            teacher_logprob=float(teacher_logprob),
+            reference_logprob=float(reference_logprob),
+            score=float(teacher_logprob) - float(reference_logprob),
             status=STATUS_OK,
         )
 

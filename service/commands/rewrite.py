@@ -1,14 +1,199 @@
-"""`reweigh rewrite` (not yet written: see its issue)."""
+"""`reweigh rewrite`: score a corpus, select globally, write reweighted parquet shards and a manifest.
+
+Killed at any point, the same command resumes where it stopped; rerun on a finished job it does
+nothing. See corpus/rewrite.py for the directory layout.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+
+from tqdm import tqdm
+
+from corpus.rewrite import RewriteConfig, RewriteProgress, run_rewrite
+from corpus.sampler import SelectionConfig
+from service.commands.engine_args import add_engine_args, engine_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rewrite", help="(not yet available)")
+    p = sub.add_parser(
+        "rewrite",
+        help="score, select and rewrite a corpus into weighted parquet shards with a manifest",
+        description="Score every INPUT (jsonl, jsonl.gz, jsonl.zst, parquet, or a datasets save_to_disk "
+        "directory) with a teacher/reference pair, select documents over the whole corpus, and write "
+        "OUT/shards/*.parquet, OUT/report.json, plots and OUT/manifest.json (last). Resumable.",
+    )
+    add_engine_args(p)
+    p.add_argument("--out", required=True, help="output directory (one job per directory)")
+    g = p.add_argument_group("selection")
+    g.add_argument("--select", dest="method", default="top-fraction", choices=["top-fraction", "soft"])
+    g.add_argument(
+        "--ratio", type=float, default=None, help="top-fraction: share of documents kept (default 0.5)"
+    )
+    g.add_argument(
+        "--keep-tokens",
+        type=int,
+        default=None,
+        help="top-fraction: keep the best documents within this many tokens",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="soft: weights ∝ exp(score / temperature) (default 1.0)",
+    )
+    g.add_argument(
+        "--min-weight",
+        type=float,
+        default=None,
+        help="soft: lowest weight (default 0: easy documents may drop out)",
+    )
+    g.add_argument(
+        "--max-weight", type=float, default=None, help="soft: highest weight = most repeats (default 4)"
+    )
+    g.add_argument(
+        "--target-documents",
+        type=int,
+        default=None,
+        help="soft: total repeats (default: the eligible documents)",
+    )
+    g.add_argument("--target-tokens", type=int, default=None, help="soft: total tokens with repeats instead")
+    g.add_argument(
+        "--min-teacher-logprob",
+        type=float,
+        default=None,
+        help="drop documents the teacher finds less likely (noise)",
+    )
+    g.add_argument(
+        "--keep-duplicates", action="store_true", help="keep exact duplicates (default: keep the first only)"
+    )
+    g.add_argument("--seed", type=int, default=0)
+    o = p.add_argument_group("input and output")
+    o.add_argument("--text-field", default="text")
+    o.add_argument("--id-field", default="id")
+    o.add_argument("--shard-rows", type=int, default=None, help="rows per output shard")
+    o.add_argument(
+        "--shard-bytes", type=int, default=None, help="text bytes per output shard (default 64 MiB)"
+    )
+    o.add_argument(
+        "--chunk-docs", type=int, default=2048, help="documents per engine call and per checkpoint"
+    )
+    o.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="an unreadable input shard stops the job, or is skipped and listed",
+    )
+    o.add_argument("--overwrite", action="store_true", help="replace a different job in --out")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.set_defaults(func=run)
 
 
+def selection_from_args(args: argparse.Namespace) -> SelectionConfig:
+    # Only options the user gave are passed, so that one meant for the other method is refused by name.
+    names = (
+        "ratio",
+        "keep_tokens",
+        "temperature",
+        "min_weight",
+        "max_weight",
+        "target_documents",
+        "target_tokens",
+        "min_teacher_logprob",
+    )
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return SelectionConfig(method=args.method, drop_duplicates=not args.keep_duplicates, **given)
+
+
+def config_from_args(args: argparse.Namespace) -> RewriteConfig:
+    return RewriteConfig(
+        inputs=list(args.inputs),
+        output=args.out,
+        selection=selection_from_args(args),
+        seed=args.seed,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        shard_rows=args.shard_rows,
+        shard_bytes=args.shard_bytes,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        chunk_docs=args.chunk_docs,
+    )
+
+
+class ProgressBars:
+    """One tqdm bar per phase: documents with docs/s, tokens/s and ETA while scoring."""
+
+    def __init__(self, total_inputs: int) -> None:
+        self.bar: tqdm | None = None
+        self.phase = ""
+        self.started = time.perf_counter()
+        self.total_inputs = total_inputs
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, p: RewriteProgress) -> None:
+        if p.phase != self.phase:
+            self.close()
+            self.phase = p.phase
+            self.started = time.perf_counter()
+            if p.phase in ("scoring", "writing"):
+                unit = "doc"
+                self.bar = tqdm(
+                    desc=p.phase, unit=unit, dynamic_ncols=True, disable=not self.enabled, total=None
+                )
+        if self.bar is None:
+            return
+        self.bar.update(p.documents - self.bar.n)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        postfix = {"shards": f"{p.shards_done}/{p.shards_total}"}
+        if p.phase == "scoring":
+            postfix["tok/s"] = f"{p.tokens / elapsed:,.0f}"
+            if p.shards_done:  # ETA from whole input shards: their sizes are not known up front
+                remaining = elapsed / p.shards_done * (p.shards_total - p.shards_done)
+                postfix["eta"] = tqdm.format_interval(remaining)
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("reweigh rewrite is not implemented yet")
+    config = config_from_args(args)  # validated before the models load
+    engine = engine_from_args(args)
+    bars = ProgressBars(len(config.inputs))
+    try:
+        result = run_rewrite(config, engine, progress=bars)
+    finally:
+        bars.close()
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+    m, r = result.manifest, result.report
+    if result.already_done:
+        print(f"{config.output}: already finished (manifest {m.fingerprint['digest'][:12]}); nothing to do")
+        return 0
+    t = m.totals
+    stats = getattr(engine, "stats", None)
+    forward = getattr(stats, "forward_seconds", 0.0)
+    print(
+        f"rewrote {t.documents_in} documents ({t.tokens_in} tokens) from {len(m.inputs)} inputs in {result.seconds:.1f}s: "
+        f"kept {t.rows_out} ({t.documents_out} with repeats, {t.tokens_out} tokens) in {len(m.shards)} shards"
+    )
+    if r["documents"]["not_scored_by_reason"]:
+        print(f"  not scored: {r['documents']['not_scored_by_reason']}")
+    print(f"  dropped: {r['documents']['dropped_by_reason']}; threshold: {r['threshold']}")
+    if m.skipped_inputs:
+        print(f"  SKIPPED {len(m.skipped_inputs)} unreadable inputs (listed in the manifest):")
+        for s in m.skipped_inputs:
+            print(f"    {s.path}: {s.reason}")
+    if result.seconds > 0:
+        print(
+            f"  {t.documents_in / result.seconds:,.1f} docs/s, {t.tokens_in / result.seconds:,.0f} tokens/s; "
+            f"model forward {forward:.1f}s of {result.seconds:.1f}s"
+        )
+    print(f"  manifest: {result.output / 'manifest.json'}")
+    return 0

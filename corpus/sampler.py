@@ -1,0 +1,355 @@
+"""Scores -> per-document weights and integer repeat counts. Pure, seeded and exact.
+
+Two methods (MiniPLM, Gu et al. 2025):
+- `top-fraction` (Difference Sampling, the default): keep the top `ratio` of documents by score, or,
+  with `keep_tokens`, the highest-scoring documents while their tokens fit the budget. Kept documents
+  get weight 1 and one repeat. Ties are broken by content hash, so the choice does not depend on the
+  order the inputs were listed in.
+- `soft`: weight_i = clip(c * exp(score_i / temperature), min_weight, max_weight), with c solved so
+  that the expected total (documents, or tokens) is the target; each weight is the document's
+  expected repeat count. Repeats are floor(weight) plus one more for exactly the right number of
+  documents, drawn by seeded systematic sampling with inclusion probability frac(weight): easy
+  documents are down-weighted (and sometimes dropped) rather than only cut, hard ones repeated.
+
+Guards, applied first with either method: documents whose status is not ok, documents whose teacher
+log-prob is under a floor (text even the teacher finds implausible: noise), and exact duplicates
+(same content hash: the first occurrence is kept).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, model_validator
+
+from corpus.settings import StrictModel
+from scoring.errors import ConfigError
+
+# Why a document got zero repeats (index into DROP_REASONS); KEPT for the others.
+KEPT, NOT_OK, BELOW_TEACHER_FLOOR, DUPLICATE, NOT_SELECTED = range(5)
+DROP_REASONS = ("kept", "not_ok", "below_teacher_floor", "duplicate", "not_selected")
+
+HASH_BYTES = 16  # content-hash prefix kept per document: ample for duplicates, half the memory
+
+_SOFT_ONLY = ("temperature", "min_weight", "max_weight", "target_documents", "target_tokens")
+_TOP_ONLY = ("ratio", "keep_tokens")
+
+
+class SelectionConfig(StrictModel):
+    """How scores become weights. Fields of the other method are refused, not silently ignored."""
+
+    method: Literal["top-fraction", "soft"] = "top-fraction"
+    # top-fraction: the share of eligible documents kept (MiniPLM's alpha), or a token budget.
+    ratio: float | None = Field(default=None, description="top-fraction: share kept, in (0, 1]; default 0.5")
+    keep_tokens: int | None = Field(
+        default=None, ge=1, description="top-fraction: token budget instead of a ratio"
+    )
+    # soft
+    temperature: float = 1.0
+    min_weight: float = Field(default=0.0, ge=0.0)
+    max_weight: float = 4.0
+    target_documents: int | None = Field(
+        default=None, ge=1, description="soft: total repeats; default = eligible docs"
+    )
+    target_tokens: int | None = Field(
+        default=None, ge=1, description="soft: total tokens instead of documents"
+    )
+    # guards
+    min_teacher_logprob: float | None = None
+    drop_duplicates: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> SelectionConfig:
+        given = self.model_fields_set
+        wrong = _SOFT_ONLY if self.method == "top-fraction" else _TOP_ONLY
+        for name in wrong:
+            if name in given and getattr(self, name) is not None:
+                raise ConfigError(f"{name}={getattr(self, name)!r} does not apply to method={self.method!r}")
+        if self.ratio is not None and not (0.0 < self.ratio <= 1.0):
+            raise ConfigError(f"ratio={self.ratio} must be in (0, 1]")
+        if self.ratio is not None and self.keep_tokens is not None:
+            raise ConfigError(
+                f"ratio={self.ratio} and keep_tokens={self.keep_tokens} are exclusive: give one"
+            )
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"temperature={self.temperature} must be a positive finite number")
+        if not (self.max_weight > self.min_weight and math.isfinite(self.max_weight)):
+            raise ConfigError(
+                f"max_weight={self.max_weight} must be finite and above min_weight={self.min_weight}"
+            )
+        if self.target_documents is not None and self.target_tokens is not None:
+            raise ConfigError(
+                f"target_documents={self.target_documents} and target_tokens={self.target_tokens} are exclusive"
+            )
+        if self.min_teacher_logprob is not None and not math.isfinite(self.min_teacher_logprob):
+            raise ConfigError(f"min_teacher_logprob={self.min_teacher_logprob} must be finite")
+        return self
+
+    @property
+    def effective_ratio(self) -> float:
+        return 0.5 if self.ratio is None and self.keep_tokens is None else (self.ratio or 0.0)
+
+
+@dataclass
+class Selection:
+    """Per-document results, aligned with the inputs, and what decided them."""
+
+    weight: npt.NDArray[np.float64]
+    repeats: npt.NDArray[np.int64]
+    reason: npt.NDArray[np.uint8]  # KEPT or why dropped
+    threshold: float | None  # top-fraction: the lowest kept score (None when nothing is kept, or soft)
+    scale: float | None = None  # soft: the solved c
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> documents
+
+
+def hash_prefix(hex_digests: list[str]) -> npt.NDArray[np.bytes_]:
+    """Content hashes (hex sha256) as fixed-width byte strings, the sampler's tie-break and duplicate key."""
+    return np.array([bytes.fromhex(h[: 2 * HASH_BYTES]) for h in hex_digests], dtype=f"S{HASH_BYTES}")
+
+
+def select(
+    config: SelectionConfig,
+    *,
+    score: npt.ArrayLike,
+    teacher_logprob: npt.ArrayLike,
+    n_tokens: npt.ArrayLike,
+    ok: npt.ArrayLike,
+    content_hash: npt.ArrayLike,
+    seed: int = 0,
+) -> Selection:
+    """Weights and repeats for every document. Scores of not-ok documents are ignored (may be NaN)."""
+    score_a = np.asarray(score, dtype=np.float64)
+    teacher_a = np.asarray(teacher_logprob, dtype=np.float64)
+    tokens_a = np.asarray(n_tokens, dtype=np.int64)
+    ok_a = np.asarray(ok, dtype=bool)
+    hash_a = np.asarray(content_hash)
+    n = len(score_a)
+    if not all(len(a) == n for a in (teacher_a, tokens_a, ok_a, hash_a)):
+        raise ValueError("score, teacher_logprob, n_tokens, ok and content_hash must have one length")
+
+    reason = np.full(n, NOT_SELECTED, dtype=np.uint8)
+    # A not-ok document may carry any placeholder; a NaN score on an "ok" one is still unusable.
+    ok_a = ok_a & np.isfinite(score_a) & np.isfinite(teacher_a)
+    reason[~ok_a] = NOT_OK
+    eligible = ok_a.copy()
+    if config.min_teacher_logprob is not None:
+        low = eligible & (teacher_a < config.min_teacher_logprob)
+        reason[low] = BELOW_TEACHER_FLOOR
+        eligible &= ~low
+    if config.drop_duplicates:
+        dup = eligible & ~_first_occurrences(hash_a, eligible)
+        reason[dup] = DUPLICATE
+        eligible &= ~dup
+
+    idx = np.flatnonzero(eligible)
+    if config.method == "top-fraction":
+        weight, repeats, threshold, scale = _top_fraction(config, idx, score_a, tokens_a, hash_a, n)
+    else:
+        weight, repeats, scale = _soft(config, idx, score_a, tokens_a, n, seed)
+        threshold = None
+    reason[repeats > 0] = KEPT
+    dropped = {
+        DROP_REASONS[r]: int(c) for r, c in enumerate(np.bincount(reason, minlength=5)) if r != KEPT and c
+    }
+    return Selection(weight, repeats, reason, threshold, scale, dropped)
+
+
+def _first_occurrences(
+    hashes: npt.NDArray[np.bytes_], eligible: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    idx = np.flatnonzero(eligible)
+    first = np.zeros(len(hashes), dtype=bool)
+    if len(idx):
+        _, where = np.unique(hashes[idx], return_index=True)  # index of the first occurrence of each
+        first[idx[where]] = True
+    return first
+
+
+def rank_by_score(
+    idx: npt.NDArray[np.int64], score: npt.NDArray[np.float64], hashes: npt.NDArray[np.bytes_]
+) -> npt.NDArray[np.int64]:
+    """`idx` ordered best first: score descending, then content hash, then position (all deterministic)."""
+    order = np.lexsort((idx, hashes[idx], -score[idx]))
+    return idx[order]
+
+
+def _top_fraction(
+    config: SelectionConfig,
+    idx: npt.NDArray[np.int64],
+    score: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.int64],
+    hashes: npt.NDArray[np.bytes_],
+    n: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], float | None, None]:
+    ranked = rank_by_score(idx, score, hashes)
+    if config.keep_tokens is not None:
+        total = int(tokens[idx].sum())
+        if config.keep_tokens > total:
+            raise ConfigError(
+                f"keep_tokens={config.keep_tokens} exceeds the {total} tokens of the {len(idx)} eligible documents"
+            )
+        # The longest best-first prefix that fits: every kept score stays >= every dropped one.
+        keep = int(np.searchsorted(np.cumsum(tokens[ranked]), config.keep_tokens, side="right"))
+    else:
+        # round() first so that e.g. 0.7 * 10 = 7.000000000000001 keeps 7, not 8.
+        keep = math.ceil(round(config.effective_ratio * len(idx), 9))
+    chosen = ranked[:keep]
+    weight = np.zeros(n, dtype=np.float64)
+    repeats = np.zeros(n, dtype=np.int64)
+    weight[chosen] = 1.0
+    repeats[chosen] = 1
+    threshold = float(score[chosen[-1]]) if keep else None
+    return weight, repeats, threshold, None
+
+
+def _soft_units(
+    config: SelectionConfig, idx: npt.NDArray[np.int64], tokens: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float64], int]:
+    """What one repeat of each eligible document counts towards the target, and the target."""
+    if config.target_tokens is not None:
+        return tokens[idx].astype(np.float64), config.target_tokens
+    target = config.target_documents if config.target_documents is not None else len(idx)
+    return np.ones(len(idx), dtype=np.float64), target
+
+
+def _solve_log_scale(
+    z: npt.NDArray[np.float64], units: npt.NDArray[np.float64], target: int, config: SelectionConfig
+) -> float:
+    """log c such that sum(clip(exp(log c + z), lo, hi) * units) == target (monotone in c: bisection)."""
+    lo_w, hi_w = config.min_weight, config.max_weight
+    reachable_lo, reachable_hi = lo_w * units.sum(), hi_w * units.sum()
+    what = "target_tokens" if config.target_tokens is not None else "target_documents"
+    if not (reachable_lo <= target <= reachable_hi):
+        raise ConfigError(
+            f"{what}={target} is out of reach with weights in [min_weight={lo_w}, max_weight={hi_w}] over "
+            f"{len(z)} eligible documents (reachable: {reachable_lo:g} to {reachable_hi:g})"
+        )
+
+    def total(log_c: float) -> float:
+        return float((np.clip(np.exp(np.minimum(log_c + z, 700.0)), lo_w, hi_w) * units).sum())
+
+    # z <= 0 with max 0: at log c = log(hi) the best document already sits at max_weight; at the
+    # other end every document is at min_weight (or 0) once log c + max(z)... is far below.
+    upper = math.log(hi_w) - float(z.min()) + 1.0
+    lower = math.log(hi_w) - 800.0
+    for _ in range(200):
+        mid = 0.5 * (lower + upper)
+        if total(mid) < target:
+            lower = mid
+        else:
+            upper = mid
+        if upper - lower < 1e-13:
+            break
+    return upper
+
+
+def _soft(
+    config: SelectionConfig,
+    idx: npt.NDArray[np.int64],
+    score: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.int64],
+    n: int,
+    seed: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], float | None]:
+    weight = np.zeros(n, dtype=np.float64)
+    repeats = np.zeros(n, dtype=np.int64)
+    if not len(idx):
+        if config.target_documents or config.target_tokens:
+            raise ConfigError(
+                "no eligible documents to weight: every one was dropped by a guard or not scored"
+            )
+        return weight, repeats, None
+    units, target = _soft_units(config, idx, tokens)
+    z = (score[idx] - score[idx].max()) / config.temperature
+    log_c = _solve_log_scale(z, units, target, config)
+    w = np.clip(np.exp(np.minimum(log_c + z, 700.0)), config.min_weight, config.max_weight)
+    base = np.floor(w).astype(np.int64)
+    frac = w - base
+    rng = np.random.Generator(np.random.PCG64(seed))
+    if config.target_tokens is None:
+        extra = _systematic_draw(frac, target - int(base.sum()), rng)
+    else:
+        extra = _token_draw(
+            frac, units.astype(np.int64), target - int((base * units.astype(np.int64)).sum()), rng
+        )
+    weight[idx] = w
+    repeats[idx] = base + extra
+    # c is reported relative to the best document's score: weight_i = clip(c * exp((s_i - max s) / t)).
+    return weight, repeats, math.exp(log_c)
+
+
+def _systematic_draw(
+    frac: npt.NDArray[np.float64], count: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """Exactly `count` documents get one extra repeat; document i with probability frac[i].
+
+    Systematic sampling over a seeded permutation: points u, u+1, ..., u+count-1 on the cumulative
+    fractions. Because sum(frac) == count (up to float error, rescaled away) and each frac < 1, no
+    document is hit twice and exactly `count` are hit.
+    """
+    extra = np.zeros(len(frac), dtype=np.int64)
+    perm = rng.permutation(len(frac))
+    u = rng.random()
+    if count <= 0:
+        return extra
+    candidates = np.count_nonzero(frac > 0)
+    if count > candidates:  # only reachable through float error at the bisection's end
+        raise ConfigError(f"cannot hand out {count} remainder repeats over {candidates} fractional weights")
+    f = frac[perm]
+    cum = np.cumsum(f)
+    cum *= count / cum[-1]
+    cum[-1] = count  # exactly, so that the last point always lands
+    hits = np.searchsorted(cum, u + np.arange(count), side="right")
+    # Rescaling can push a fraction within 1e-12 of 1 over it; then a neighbour takes the hit.
+    hits = _unique_hits(hits, f)
+    extra[perm[hits]] = 1
+    return extra
+
+
+def _unique_hits(hits: npt.NDArray[np.int64], f: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    if len(np.unique(hits)) == len(hits):
+        return hits
+    taken = set()
+    out = []
+    free = (i for i in np.argsort(-f, kind="stable") if f[i] > 0)
+    for h in hits.tolist():
+        if h in taken:
+            h = next(i for i in free if i not in taken)
+        taken.add(h)
+        out.append(h)
+    return np.asarray(out, dtype=np.int64)
+
+
+def _token_draw(
+    frac: npt.NDArray[np.float64], units: npt.NDArray[np.int64], budget: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """Extra repeats worth at most `budget` tokens, short of it by less than one document.
+
+    A token total cannot in general be hit exactly (it is a subset sum), so: a systematic draw as for
+    documents, then, in a seeded order, drawn documents are given back while over budget and undrawn
+    ones added while they fit.
+    """
+    expected = float((frac * units).sum())
+    count = round(float(frac.sum())) if expected > 0 else 0
+    extra = (
+        _systematic_draw(frac, min(count, int(np.count_nonzero(frac > 0))), rng)
+        if count
+        else np.zeros(len(frac), np.int64)
+    )
+    order = rng.permutation(len(frac))
+    used = int((extra * units).sum())
+    for i in order[::-1]:
+        if used <= budget:
+            break
+        if extra[i]:
+            extra[i] = 0
+            used -= int(units[i])
+    for i in order:
+        if not extra[i] and frac[i] > 0 and used + units[i] <= budget:
+            extra[i] = 1
+            used += int(units[i])
+    return extra

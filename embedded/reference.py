@@ -1,0 +1,263 @@
+"""The demo reference model: a small Llama with the teacher's tokenizer, trained by us on D_ref.
+
+As in MiniPLM, the reference is much smaller than the teacher and trained on a random slice of the
+corpus (D_ref) that is then never scored. Training is seeded: the same data, spec, seed, thread
+count and hardware give the same weights. It takes a few minutes on 2 CPU cores, which is why it is
+trained at set-up rather than committed (25 MB of float32 weights would dwarf the repository).
+
+Float32 by default: on CPUs without native bf16 (no AMX / avx512-bf16), bf16 matmuls are emulated
+and hundreds of times slower. bf16 autocast is used only where the hardware runs it natively.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from embedded import paths
+from scoring.errors import ConfigError
+from scoring.fingerprint import SOURCE_FILE
+
+log = logging.getLogger(__name__)
+
+# Bump when the training procedure changes in a way that changes the weights.
+TRAINER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """Architecture and training budget. `seq_len` is also the model's context: positions beyond
+    it were never trained, so the engine must not score longer windows with it."""
+
+    layers: int = 4
+    width: int = 128
+    heads: int = 4
+    intermediate: int = 512
+    seq_len: int = 512
+    batch_rows: int = 8
+    train_tokens: int = 600_000
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.05
+    val_fraction: float = 0.02
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(f"width={self.width} is not divisible by heads={self.heads}")
+        if self.train_tokens < self.seq_len * self.batch_rows:
+            raise ConfigError(
+                f"train_tokens={self.train_tokens} is less than one batch (batch_rows={self.batch_rows} x seq_len={self.seq_len})"
+            )
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_rows * self.seq_len
+
+    @property
+    def steps(self) -> int:
+        return self.train_tokens // self.tokens_per_step
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 autocast only pays off where the hardware has it: CUDA (Ampere+) or CPUs with AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(is_amx and is_amx())
+
+
+def build_model(spec: ReferenceSpec, tokenizer_config: dict[str, int | None]) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=int(tokenizer_config["vocab_size"] or 0),
+        hidden_size=spec.width,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=spec.seq_len,
+        tie_word_embeddings=True,  # the 49k x width embedding is most of the model: share it with the head
+        bos_token_id=tokenizer_config["bos_token_id"],
+        eos_token_id=tokenizer_config["eos_token_id"],
+        pad_token_id=tokenizer_config["pad_token_id"],
+        rope_theta=10000.0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def token_stream(docs: Iterable[str], tokenizer, context_id: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Documents joined as `ctx doc ctx doc ...`: each document is preceded by the same token the
+    scoring engine conditions on, so the reference learns what a document start looks like."""
+    stream: list[int] = []
+    for ids in tokenizer(list(docs), add_special_tokens=False)["input_ids"]:
+        stream.append(context_id)
+        stream.extend(ids)
+    return stream
+
+
+def _lr_at(step: int, spec: ReferenceSpec) -> float:
+    warmup = max(1, int(spec.steps * spec.warmup_fraction))
+    if step < warmup:
+        return spec.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, spec.steps - warmup)
+    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to 10%
+
+
+def train(
+    docs: Sequence[str], tokenizer, spec: ReferenceSpec, device: torch.device | None = None  # type: ignore[no-untyped-def]
+) -> tuple[torch.nn.Module, dict[str, float]]:
+    """Train a reference on `docs`; returns the model and its figures (losses, tokens, seconds)."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(spec.seed)
+    context = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    stream = torch.tensor(token_stream(docs, tokenizer, int(context)), dtype=torch.long)
+    n_blocks = len(stream) // spec.seq_len
+    if n_blocks < 2:
+        raise ConfigError(f"D_ref has {len(stream)} tokens: too few for seq_len={spec.seq_len}")
+    blocks = stream[: n_blocks * spec.seq_len].view(n_blocks, spec.seq_len)
+    generator = torch.Generator().manual_seed(spec.seed)
+    order = torch.randperm(n_blocks, generator=generator)
+    n_val = max(1, int(n_blocks * spec.val_fraction))
+    val, train_blocks = blocks[order[:n_val]], blocks[order[n_val:]]
+
+    model = build_model(
+        spec,
+        {
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+    ).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.95),
+    )
+    use_bf16 = native_bf16(device)
+    log.info(
+        "training reference: %d layers x %d wide, %d steps of %d tokens (%d train blocks, %.1f epochs), %s",
+        spec.layers, spec.width, spec.steps, spec.tokens_per_step, len(train_blocks),
+        spec.steps * spec.batch_rows / len(train_blocks), "bf16 autocast" if use_bf16 else "float32",
+    )
+    started = time.monotonic()
+    model.train()
+    loss_value = float("nan")
+    cursor, epoch_order = 0, torch.randperm(len(train_blocks), generator=generator)
+    for step in range(spec.steps):
+        if cursor + spec.batch_rows > len(epoch_order):
+            cursor, epoch_order = 0, torch.randperm(len(train_blocks), generator=generator)
+        batch = train_blocks[epoch_order[cursor : cursor + spec.batch_rows]].to(device)
+        cursor += spec.batch_rows
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, spec)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss_value = float(loss)
+        if step % max(1, spec.steps // 10) == 0 or step == spec.steps - 1:
+            elapsed = time.monotonic() - started
+            log.info(
+                "step %d/%d loss %.3f (%.0f tokens/s)", step + 1, spec.steps, loss_value,
+                (step + 1) * spec.tokens_per_step / max(elapsed, 1e-9),
+            )
+    seconds = time.monotonic() - started
+    model.eval()
+    with torch.inference_mode():
+        val_losses = [float(model(input_ids=val[i : i + 8].to(device), labels=val[i : i + 8].to(device)).loss) for i in range(0, len(val), 8)]
+    figures = {
+        "train_loss": loss_value,
+        "val_loss": sum(val_losses) / len(val_losses),
+        "train_tokens": spec.steps * spec.tokens_per_step,
+        "d_ref_tokens": len(stream),
+        "seconds": round(seconds, 1),
+    }
+    log.info("reference trained in %.0f s: final loss %.3f, validation loss %.3f", seconds, loss_value, figures["val_loss"])
+    return model, figures
+
+
+def files_sha256(files: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _expected_source(spec: ReferenceSpec, ref_files: Sequence[Path], teacher_dir: Path) -> dict[str, object]:
+    return {
+        "kind": "trained",
+        "trainer_version": TRAINER_VERSION,
+        "spec": asdict(spec),
+        "d_ref_files": [p.name for p in ref_files],
+        "d_ref_sha256": files_sha256(ref_files),
+        "tokenizer_from": teacher_dir.name,
+    }
+
+
+def _matches(directory: Path, expected: dict[str, object]) -> bool:
+    source = directory / SOURCE_FILE
+    if not (source.is_file() and (directory / "config.json").is_file()):
+        return False
+    try:
+        recorded = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all(recorded.get(k) == v for k, v in expected.items())
+
+
+def read_docs(files: Sequence[Path]) -> list[str]:
+    from embedded.corpus import read_jsonl_zst
+
+    return [row["text"] for path in files for row in read_jsonl_zst(path)]
+
+
+def ensure_reference(
+    teacher_dir: Path,
+    ref_files: Sequence[Path],
+    out_dir: Path | None = None,
+    spec: ReferenceSpec | None = None,
+) -> Path:
+    """The trained reference directory; trains it first when missing or made from other data/spec."""
+    from transformers import AutoTokenizer
+
+    out_dir = out_dir or paths.reference_dir()
+    spec = spec or ReferenceSpec()
+    expected = _expected_source(spec, ref_files, teacher_dir)
+    if _matches(out_dir, expected):
+        log.info("reference: %s is up to date", out_dir)
+        return out_dir
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    model, figures = train(read_docs(ref_files), tokenizer, spec)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        record = {**expected, **figures, "threads": torch.get_num_threads(), "torch": torch.__version__}
+        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")  # last: marks completion
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

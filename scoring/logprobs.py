@@ -1,0 +1,64 @@
+"""The pure score computation: final hidden states -> per-token target log-probs, chunked over the vocab.
+
+Nothing here loads a model or touches a file, so it is tested against a plain full log_softmax.
+Peak memory is `chunk_tokens x vocab` fp32 logits (plus the matmul output in the model dtype), never
+`batch x length x vocab`: with Qwen's 151,936-entry vocabulary a 16k-token batch of full fp32 logits
+would be 10 GB; 256-token chunks are 155 MB.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def target_logprobs(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    targets: torch.Tensor,
+    target_mask: torch.Tensor,
+    *,
+    chunk_tokens: int,
+    head_bias: torch.Tensor | None = None,
+    logit_softcap: float | None = None,
+    logit_scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the counted targets.
+
+    hidden: [B, T, H] final hidden states (after the model's final norm); head_weight: [V, H];
+    targets: [B, T] the token each position predicts; target_mask: [B, T] bool, which predictions count.
+    Returns (logprob_per_target [N] float32, row_per_target [N] int64), N = target_mask.sum(), in
+    row-major order, so rows are non-decreasing.
+    """
+    rows, cols = target_mask.nonzero(as_tuple=True)
+    picked_hidden = hidden[rows, cols]
+    picked_targets = targets[rows, cols]
+    n = picked_targets.numel()
+    out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+    for start in range(0, n, chunk_tokens):
+        stop = min(start + chunk_tokens, n)
+        logits = F.linear(picked_hidden[start:stop], head_weight, head_bias).float()
+        if logit_scale is not None:
+            logits = logits * logit_scale
+        if logit_softcap is not None:
+            logits = torch.tanh(logits / logit_softcap) * logit_softcap
+        chosen = logits.gather(1, picked_targets[start:stop, None]).squeeze(1)
+        out[start:stop] = chosen - torch.logsumexp(logits, dim=-1)
+        del logits
+    return out, rows
+
+
+def sum_per_row(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> np.ndarray:
+    """Float64 sums of `values` grouped by `rows` (non-decreasing), in a fixed order on any device.
+
+    Summation happens on the CPU in float64 so results do not depend on atomics or thread counts.
+    """
+    sums = np.zeros(n_rows, dtype=np.float64)
+    if values.numel() == 0:
+        return sums
+    vals = values.detach().to("cpu", torch.float64).numpy()
+    row_ids = rows.detach().cpu().numpy()
+    starts = np.flatnonzero(np.r_[True, row_ids[1:] != row_ids[:-1]])
+    sums[row_ids[starts]] = np.add.reduceat(vals, starts)
+    return sums
