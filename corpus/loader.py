@@ -51,7 +51,9 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         rank/world_size default to torch.distributed's when it is initialised, else 0 and 1."""
         if isinstance(manifest, Manifest):
             if base is None:
-                raise ConfigError("a Manifest object needs base= (the directory or URL its shard paths are relative to)")
+                raise ConfigError(
+                    "a Manifest object needs base= (the directory or URL its shard paths are relative to)"
+                )
             self.manifest, self.base = manifest, base
         else:
             self.manifest = load_manifest(manifest, headers)
@@ -59,7 +61,9 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         if rank is None or world_size is None:
             dist = torch.distributed.is_available() and torch.distributed.is_initialized()
             rank = rank if rank is not None else (torch.distributed.get_rank() if dist else 0)
-            world_size = world_size if world_size is not None else (torch.distributed.get_world_size() if dist else 1)
+            world_size = (
+                world_size if world_size is not None else (torch.distributed.get_world_size() if dist else 1)
+            )
         if world_size < 1 or not (0 <= rank < world_size):
             raise ConfigError(f"rank={rank} must be in [0, world_size={world_size})")
         if batch_size < 1:
@@ -111,9 +115,13 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         mine = self.state_dict(0)
         for key in ("manifest", "seed", "shuffle", "rank", "world_size"):
             if state.get(key) != mine[key]:
-                raise ConfigError(f"state {key}={state.get(key)!r} does not match this dataset's {key}={mine[key]!r}")
+                raise ConfigError(
+                    f"state {key}={state.get(key)!r} does not match this dataset's {key}={mine[key]!r}"
+                )
         if not (0 <= state["consumed"] <= len(self)):
-            raise ConfigError(f"state consumed={state['consumed']} is outside this rank's epoch of {len(self)} samples")
+            raise ConfigError(
+                f"state consumed={state['consumed']} is outside this rank's epoch of {len(self)} samples"
+            )
         self.epoch, self._offset, self._yielded = state["epoch"], state["consumed"], state["consumed"]
 
     # ------------------------------------------------------------------------------- iteration
@@ -147,11 +155,18 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         location = resolve_shard(self.base, entry.path)
         data = http_get(location, self.headers) if is_url(location) else Path(location).read_bytes()
         if self.verify and hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise InputError(f"shard {location!r} does not match the manifest's sha256 (changed or truncated)")
-        table = pq.read_table(io.BytesIO(data), columns=self.columns)
-        repeats = pq.read_table(io.BytesIO(data), columns=["repeats"]).column("repeats").to_numpy()
+            raise InputError(
+                f"shard {location!r} does not match the manifest's sha256 (changed or truncated)"
+            )
+        wanted = None if self.columns is None else list(dict.fromkeys([*self.columns, "repeats"]))
+        table = pq.read_table(io.BytesIO(data), columns=wanted)
+        repeats = table.column("repeats").to_numpy()
+        if self.columns is not None and "repeats" not in self.columns:
+            table = table.drop_columns(["repeats"])
         if int(repeats.sum()) != entry.documents:
-            raise InputError(f"shard {location!r} holds {int(repeats.sum())} documents, the manifest says {entry.documents}")
+            raise InputError(
+                f"shard {location!r} holds {int(repeats.sum())} documents, the manifest says {entry.documents}"
+            )
         samples = np.repeat(np.arange(len(repeats)), repeats)
         if self.shuffle:
             samples = samples[self._rng(1, shard).permutation(len(samples))]

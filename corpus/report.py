@@ -7,7 +7,6 @@ high up, hard-but-learnable ones above it, noise low on the teacher axis).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from corpus.fsutil import atomic_path, write_json_atomic
-from corpus.readers import status_kind
 
 REPORT_NAME = "report.json"
 HISTOGRAM_NAME = "score_histogram.png"
@@ -26,7 +24,8 @@ SCATTER_POINTS = 20_000  # a seeded sample beyond this: the picture does not cha
 
 def build_report(
     *,
-    status: npt.NDArray[np.object_],
+    ok: npt.NDArray[np.bool_],
+    not_scored: dict[str, int],
     score: npt.NDArray[np.float64],
     n_tokens: npt.NDArray[np.int64],
     repeats: npt.NDArray[np.int64],
@@ -37,15 +36,13 @@ def build_report(
     skipped_inputs: list[dict[str, str]],
     shards: int,
 ) -> dict[str, Any]:
-    ok = status == "ok"
     kept = repeats > 0
-    statuses = Counter(status_kind(str(s)) for s in status[~ok])
     ok_scores = score[ok]
     return {
         "documents": {
-            "in": len(status),
+            "in": len(ok),
             "scored": int(ok.sum()),
-            "not_scored_by_reason": dict(sorted(statuses.items())),
+            "not_scored_by_reason": dict(sorted(not_scored.items())),
             "kept": int(kept.sum()),
             "out_with_repeats": int(repeats.sum()),
             "dropped_by_reason": dict(sorted(dropped.items())),

@@ -26,6 +26,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from corpus.fsutil import dumps_json, remove_stale_tmp, sha256_file, write_json_atomic
@@ -47,7 +49,7 @@ from corpus.manifest import (
     load_manifest,
     write_manifest,
 )
-from corpus.readers import detect_format
+from corpus.readers import detect_format, status_kind
 from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME, build_report, write_plots, write_report
 from corpus.sampler import HASH_BYTES, SelectionConfig, select
 from corpus.scores import (
@@ -139,6 +141,7 @@ class JobEngine(Engine, Protocol):
 
 
 ProgressCallback = Callable[[RewriteProgress], None]
+PrescoreFn = Callable[[Path, ProgressCallback], None]
 
 
 def job_fingerprint(config: RewriteConfig, engine: JobEngine) -> dict[str, Any]:
@@ -173,7 +176,9 @@ def _job_identity(config: RewriteConfig, fingerprint: dict[str, Any]) -> dict[st
         inputs.append(
             {"path": p, "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None}
         )
-    return {"fingerprint": fingerprint, "inputs": inputs, "on_error": config.on_error}
+    # on_error is left out on purpose: after a job fails on a corrupt shard, rerunning it with
+    # --on-error skip must resume it, not be refused as a different job.
+    return {"fingerprint": fingerprint, "inputs": inputs}
 
 
 def run_rewrite(
@@ -182,15 +187,23 @@ def run_rewrite(
     *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    prescore: PrescoreFn | None = None,
 ) -> RewriteResult:
+    """`prescore(out, emit)`, when given, runs after the directory is claimed and before step 1: a
+    distributed executor (corpus/ray_engine.py) writes the shards' score files there, and step 1 then
+    finds them done, so selection, shards and manifest come from this one code path."""
     started = time.perf_counter()
     out = Path(config.output)
     fingerprint = job_fingerprint(config, engine)
     identity = _job_identity(config, fingerprint)
     if _claim_directory(out, identity, config.overwrite) and (out / MANIFEST_NAME).is_file():
         manifest = load_manifest(out / MANIFEST_NAME)
-        report = json.loads((out / REPORT_NAME).read_text())
-        return RewriteResult(out, manifest, report, already_done=True, seconds=time.perf_counter() - started)
+        # A job that skipped inputs is not finished for on_error="fail": it retries them (and fails).
+        if not (manifest.skipped_inputs and config.on_error == "fail"):
+            report = json.loads((out / REPORT_NAME).read_text())
+            return RewriteResult(
+                out, manifest, report, already_done=True, seconds=time.perf_counter() - started
+            )
     remove_stale_tmp(out)
     phases: dict[str, float] = {}
     emit = progress or (lambda _p: None)
@@ -198,19 +211,21 @@ def run_rewrite(
     # 1. Score every input shard.
     t0 = time.perf_counter()
     formats = _check_inputs(config)
+    if prescore is not None:
+        prescore(out, emit)
     summaries, skipped = _score_all(config, engine, out, emit, cancel)
     phases["scoring"] = time.perf_counter() - t0
 
     # 2. Select over the whole corpus.
     t0 = time.perf_counter()
     emit(RewriteProgress("selecting", 0, 0, 0, 1))
-    arrays = load_selection_inputs(out, config, summaries)
+    arrays, not_scored = load_selection_inputs(out, config, summaries)
     sel = select(
         config.selection,
         score=arrays["score"],
         teacher_logprob=arrays["teacher_logprob"],
         n_tokens=arrays["n_tokens"],
-        ok=arrays["status"] == "ok",
+        ok=arrays["ok"],
         content_hash=arrays["content_hash"],
         seed=config.seed,
     )
@@ -246,7 +261,8 @@ def run_rewrite(
     emit(RewriteProgress("reporting", 0, 0, 0, 1))
     skipped_list = [{"path": p, "reason": r} for p, r in skipped]
     report = build_report(
-        status=arrays["status"],
+        ok=arrays["ok"],
+        not_scored=not_scored,
         score=arrays["score"],
         n_tokens=arrays["n_tokens"],
         repeats=sel.repeats,
@@ -263,7 +279,7 @@ def run_rewrite(
         score=arrays["score"],
         teacher_logprob=arrays["teacher_logprob"],
         reference_logprob=arrays["reference_logprob"],
-        ok=arrays["status"] == "ok",
+        ok=arrays["ok"],
         kept=kept_mask,
         threshold=sel.threshold,
         seed=config.seed,
@@ -365,8 +381,10 @@ def _score_all(
         shard_dir = out / SCORES_DIR / shard_key(index, path)
         marker = shard_dir / SKIPPED_MARKER
         if marker.is_file():
-            skipped.append((path, json.loads(marker.read_text())["reason"]))
-            continue
+            if config.on_error == "skip":
+                skipped.append((path, json.loads(marker.read_text())["reason"]))
+                continue
+            marker.unlink()  # on_error="fail" now: try the shard again, and fail if it still cannot be read
         try:
             summaries[index] = score_input_shard(
                 path,
@@ -408,8 +426,11 @@ _SELECTION_COLUMNS = (
 
 def load_selection_inputs(
     out: Path, config: RewriteConfig, summaries: dict[int, ShardScoreSummary]
-) -> dict[str, npt.NDArray[Any]]:
-    """Stored scores of every scored input shard, concatenated in input order (plus `input` index)."""
+) -> tuple[dict[str, npt.NDArray[Any]], dict[str, int]]:
+    """Stored scores of every scored input shard, concatenated in input order (plus `input`, the
+    input index, and `ok`), and the count of documents not scored, by reason kind.
+
+    Statuses stay in arrow (a Python string per document would cost ~60 bytes each)."""
     tables, owner = [], []
     for index in sorted(summaries):
         table = read_shard_scores(
@@ -424,10 +445,15 @@ def load_selection_inputs(
         arrays[name] = np.asarray(table.column(name).to_numpy(), dtype=np.int64)
     for name in ("teacher_logprob", "reference_logprob", "score"):  # nulls (not scored) -> NaN
         arrays[name] = np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
-    arrays["status"] = np.asarray(table.column("status").to_pylist(), dtype=object)
+    status = table.column("status")
+    ok = pc.equal(status, "ok")
+    arrays["ok"] = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+    not_scored: Counter[str] = Counter()
+    for item in pc.value_counts(pc.filter(status, pc.invert(ok))).to_pylist():
+        not_scored[status_kind(item["values"])] += item["counts"]
     arrays["content_hash"] = _hash_prefixes(table.column("content_hash"), len(table))
     arrays["input"] = np.concatenate(owner) if owner else np.zeros(0, np.int64)
-    return arrays
+    return arrays, dict(sorted(not_scored.items()))
 
 
 def _hash_prefixes(column: pa.ChunkedArray, n: int) -> npt.NDArray[np.bytes_]:
@@ -493,9 +519,9 @@ def build_manifest(
                 sha256=sha256_file(path),
             )
         )
-    ok = arrays["status"] == "ok"
+    ok = arrays["ok"]
     totals = Totals(
-        documents_in=len(arrays["status"]),
+        documents_in=len(ok),
         tokens_in=int(arrays["n_tokens"][ok].sum()),
         rows_out=int(kept.sum()),
         documents_out=int(kept_repeats.sum()),

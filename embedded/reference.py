@@ -21,17 +21,24 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from embedded import paths
 from scoring.errors import ConfigError
 from scoring.fingerprint import SOURCE_FILE
+from scoring.models import cpu_has_native_bf16
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
 # Bump when the training procedure changes in a way that changes the weights.
 TRAINER_VERSION = "1"
+# Losses, token counts, seconds, threads: for people, not for the fingerprint.
+TRAINING_FILE = "training.json"
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class ReferenceSpec:
     intermediate: int = 512
     seq_len: int = 512
     batch_rows: int = 8
-    train_tokens: int = 600_000
+    train_tokens: int = 400_000
     lr: float = 3e-3
     weight_decay: float = 0.1
     warmup_fraction: float = 0.05
@@ -70,14 +77,13 @@ class ReferenceSpec:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """bf16 autocast only pays off where the hardware has it: CUDA (Ampere+) or CPUs with AMX."""
+    """bf16 autocast only pays off where the hardware has it: CUDA (Ampere+) or CPUs with AMX/AVX512-BF16."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(is_amx and is_amx())
+    return cpu_has_native_bf16()
 
 
-def build_model(spec: ReferenceSpec, tokenizer_config: dict[str, int | None]) -> torch.nn.Module:
+def build_model(spec: ReferenceSpec, tokenizer_config: dict[str, int | None]) -> PreTrainedModel:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -92,12 +98,11 @@ def build_model(spec: ReferenceSpec, tokenizer_config: dict[str, int | None]) ->
         bos_token_id=tokenizer_config["bos_token_id"],
         eos_token_id=tokenizer_config["eos_token_id"],
         pad_token_id=tokenizer_config["pad_token_id"],
-        rope_theta=10000.0,
     )
     return LlamaForCausalLM(config)
 
 
-def token_stream(docs: Iterable[str], tokenizer, context_id: int) -> list[int]:  # type: ignore[no-untyped-def]
+def token_stream(docs: Iterable[str], tokenizer: PreTrainedTokenizerBase, context_id: int) -> list[int]:
     """Documents joined as `ctx doc ctx doc ...`: each document is preceded by the same token the
     scoring engine conditions on, so the reference learns what a document start looks like."""
     stream: list[int] = []
@@ -116,8 +121,11 @@ def _lr_at(step: int, spec: ReferenceSpec) -> float:
 
 
 def train(
-    docs: Sequence[str], tokenizer, spec: ReferenceSpec, device: torch.device | None = None  # type: ignore[no-untyped-def]
-) -> tuple[torch.nn.Module, dict[str, float]]:
+    docs: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    spec: ReferenceSpec,
+    device: torch.device | None = None,
+) -> tuple[PreTrainedModel, dict[str, float]]:
     """Train a reference on `docs`; returns the model and its figures (losses, tokens, seconds)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(spec.seed)
@@ -140,7 +148,8 @@ def train(
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-    ).to(device)
+    )
+    torch.nn.Module.to(model, device)  # in place; PreTrainedModel.to's decorated signature confuses mypy
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -151,8 +160,13 @@ def train(
     use_bf16 = native_bf16(device)
     log.info(
         "training reference: %d layers x %d wide, %d steps of %d tokens (%d train blocks, %.1f epochs), %s",
-        spec.layers, spec.width, spec.steps, spec.tokens_per_step, len(train_blocks),
-        spec.steps * spec.batch_rows / len(train_blocks), "bf16 autocast" if use_bf16 else "float32",
+        spec.layers,
+        spec.width,
+        spec.steps,
+        spec.tokens_per_step,
+        len(train_blocks),
+        spec.steps * spec.batch_rows / len(train_blocks),
+        "bf16 autocast" if use_bf16 else "float32",
     )
     started = time.monotonic()
     model.train()
@@ -171,17 +185,23 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         if step % max(1, spec.steps // 10) == 0 or step == spec.steps - 1:
             elapsed = time.monotonic() - started
             log.info(
-                "step %d/%d loss %.3f (%.0f tokens/s)", step + 1, spec.steps, loss_value,
+                "step %d/%d loss %.3f (%.0f tokens/s)",
+                step + 1,
+                spec.steps,
+                loss_value,
                 (step + 1) * spec.tokens_per_step / max(elapsed, 1e-9),
             )
     seconds = time.monotonic() - started
     model.eval()
     with torch.inference_mode():
-        val_losses = [float(model(input_ids=val[i : i + 8].to(device), labels=val[i : i + 8].to(device)).loss) for i in range(0, len(val), 8)]
+        val_losses = [
+            float(model(input_ids=val[i : i + 8].to(device), labels=val[i : i + 8].to(device)).loss)
+            for i in range(0, len(val), 8)
+        ]
     figures = {
         "train_loss": loss_value,
         "val_loss": sum(val_losses) / len(val_losses),
@@ -189,7 +209,12 @@ def train(
         "d_ref_tokens": len(stream),
         "seconds": round(seconds, 1),
     }
-    log.info("reference trained in %.0f s: final loss %.3f, validation loss %.3f", seconds, loss_value, figures["val_loss"])
+    log.info(
+        "reference trained in %.0f s: final loss %.3f, validation loss %.3f",
+        seconds,
+        loss_value,
+        figures["val_loss"],
+    )
     return model, figures
 
 
@@ -251,8 +276,12 @@ def ensure_reference(
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        record = {**expected, **figures, "threads": torch.get_num_threads(), "torch": torch.__version__}
-        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")  # last: marks completion
+        # Figures that vary from run to run (seconds) stay out of the source record: the scoring
+        # fingerprint folds that record in, and a retrain to identical weights must not change it.
+        training = {**figures, "threads": torch.get_num_threads(), "torch": torch.__version__}
+        (tmp / TRAINING_FILE).write_text(json.dumps(training, indent=2, sort_keys=True) + "\n")
+        # Written last: its presence marks a complete reference directory.
+        (tmp / SOURCE_FILE).write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
         tmp.chmod(0o755)
         if out_dir.exists():
             shutil.rmtree(out_dir)

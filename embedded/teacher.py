@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import shutil
@@ -111,6 +112,9 @@ def convert_gguf(gguf: Path, out_dir: Path, gguf_sha256: str | None = None) -> P
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if importlib.util.find_spec("accelerate") is None:
+        # transformers loads GGUF files only with accelerate installed (a project dependency).
+        raise ConfigError(f"converting {gguf.name} needs the accelerate package: pip install accelerate")
     started = time.monotonic()
     sha = gguf_sha256 or file_sha256(gguf)
     log.info("converting %s (sha256 %s...) to safetensors in %s", gguf.name, sha[:12], out_dir)
@@ -126,7 +130,9 @@ def convert_gguf(gguf: Path, out_dir: Path, gguf_sha256: str | None = None) -> P
     # With tied embeddings the output head is the embedding matrix: not a separate tensor to load.
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise ConfigError(f"GGUF state dict does not fit {type(model).__name__}: missing {missing}, unexpected {unexpected}")
+        raise ConfigError(
+            f"GGUF state dict does not fit {type(model).__name__}: missing {missing}, unexpected {unexpected}"
+        )
     if config.tie_word_embeddings:
         model.tie_weights()
     del loaded

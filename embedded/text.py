@@ -24,12 +24,47 @@ MAX_CHARS = 3000
 # switches): dropped together with their indented body.
 DROP_DIRECTIVES = frozenset(
     {
-        "audit-event-table", "c:namespace", "c:namespace-pop", "c:namespace-push", "contents", "csv-table",
-        "currentmodule", "default-domain", "default-role", "figure", "graphviz", "highlight", "image",
-        "include", "index", "kernel-abi", "kernel-doc", "kernel-feat", "kernel-figure", "kernel-include",
-        "kernel-render", "literalinclude", "math", "moduleauthor", "only", "productionlist", "raw",
-        "rst-class", "cssclass", "sectionauthor", "sectnum", "tabularcolumns", "testcleanup", "testsetup",
-        "toctree", "program", "module", "py:module", "py:currentmodule", "c:module", "audit-event",
+        "audit-event-table",
+        "c:namespace",
+        "c:namespace-pop",
+        "c:namespace-push",
+        "contents",
+        "csv-table",
+        "currentmodule",
+        "default-domain",
+        "default-role",
+        "figure",
+        "graphviz",
+        "highlight",
+        "image",
+        "include",
+        "index",
+        "kernel-abi",
+        "kernel-doc",
+        "kernel-feat",
+        "kernel-figure",
+        "kernel-include",
+        "kernel-render",
+        "literalinclude",
+        "math",
+        "moduleauthor",
+        "only",
+        "productionlist",
+        "raw",
+        "rst-class",
+        "cssclass",
+        "sectionauthor",
+        "sectnum",
+        "tabularcolumns",
+        "testcleanup",
+        "testsetup",
+        "toctree",
+        "program",
+        "module",
+        "py:module",
+        "py:currentmodule",
+        "c:module",
+        "audit-event",
     }
 )
 # Directives rendered as a sentence built from their argument (as Sphinx does).
@@ -41,13 +76,26 @@ VERSION_DIRECTIVES = {
 }
 # Admonitions: their argument is text, rendered after a label (None: the argument is a title).
 ADMONITIONS = {
-    "note": "Note", "warning": "Warning", "seealso": "See also", "tip": "Tip", "hint": "Hint",
-    "important": "Important", "caution": "Caution", "attention": "Attention", "danger": "Danger",
-    "error": "Error", "impl-detail": "CPython implementation detail", "admonition": "", "topic": "",
-    "rubric": "", "sidebar": "",
+    "note": "Note",
+    "warning": "Warning",
+    "seealso": "See also",
+    "tip": "Tip",
+    "hint": "Hint",
+    "important": "Important",
+    "caution": "Caution",
+    "attention": "Attention",
+    "danger": "Danger",
+    "error": "Error",
+    "impl-detail": "CPython implementation detail",
+    "admonition": "",
+    "topic": "",
+    "rubric": "",
+    "sidebar": "",
 }
 # Directives whose body is code: no inline markup processing inside.
-CODE_DIRECTIVES = frozenset({"code-block", "code", "sourcecode", "doctest", "testcode", "testoutput", "parsed-literal"})
+CODE_DIRECTIVES = frozenset(
+    {"code-block", "code", "sourcecode", "doctest", "testcode", "testoutput", "parsed-literal"}
+)
 
 _DIRECTIVE = re.compile(r"^(\s*)\.\.\s+([\w:.-]+)::\s*(.*)$")
 _COMMENT = re.compile(r"^(\s*)\.\.(\s|$)")
@@ -159,7 +207,11 @@ def rst_sections(source: str, default_title: str = "") -> list[Section]:
             continue
         directive = _DIRECTIVE.match(line)
         if directive:
-            indent, name, argument = len(directive.group(1)), directive.group(2).lower(), directive.group(3).strip()
+            indent, name, argument = (
+                len(directive.group(1)),
+                directive.group(2).lower(),
+                directive.group(3).strip(),
+            )
             i += 1
             # Up to the first blank line come the argument's continuation lines (more signatures)
             # and the options (:maxdepth: 2, :noindex:), which render nothing.
@@ -230,20 +282,20 @@ def split_long(text: str, max_chars: int = MAX_CHARS) -> list[str]:
     max_chars = min(max_chars, share + share // 10)
     pieces: list[str] = []
     current = ""
-    for separator, units in (("\n\n", text.split("\n\n")),):
-        for unit in units:
-            candidate = f"{current}{separator}{unit}" if current else unit
-            if len(candidate) <= max_chars:
-                current = candidate
-                continue
+    for unit in text.split("\n\n"):
+        candidate = f"{current}\n\n{unit}" if current else unit
+        if len(candidate) <= max_chars:
+            current = candidate
+            continue
+        if len(unit) <= max_chars:
             if current:
                 pieces.append(current)
-            if len(unit) <= max_chars:
-                current = unit
-                continue
-            current = ""
-            for line_piece in _split_lines(unit, max_chars):
-                pieces.append(line_piece)
+            current = unit
+            continue
+        # A paragraph too long on its own is cut at lines, starting with what precedes it
+        # (a heading stays with its text).
+        pieces.extend(_split_lines(candidate, max_chars))
+        current = ""
     if current.strip():
         pieces.append(current)
     return [p.strip("\n") for p in pieces if p.strip()]
@@ -252,13 +304,13 @@ def split_long(text: str, max_chars: int = MAX_CHARS) -> list[str]:
 def _split_lines(text: str, max_chars: int) -> Iterable[str]:
     current = ""
     for line in text.split("\n"):
-        while len(line) > max_chars:  # one enormous line (a table row, a hex dump): cut it
-            if current:
-                yield current
-                current = ""
-            yield line[:max_chars]
-            line = line[max_chars:]
         candidate = f"{current}\n{line}" if current else line
+        while len(candidate) > max_chars:
+            if current and len(line) <= max_chars:
+                break  # the line fits a piece of its own: cut before it
+            # One enormous line (a table row, a hex dump): fill the piece up and cut inside it.
+            yield candidate[:max_chars]
+            candidate, current, line = candidate[max_chars:], "", candidate[max_chars:]
         if len(candidate) <= max_chars:
             current = candidate
         else:
@@ -268,7 +320,9 @@ def _split_lines(text: str, max_chars: int) -> Iterable[str]:
         yield current
 
 
-def pack_sections(sections: Iterable[Section], min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS) -> list[str]:
+def pack_sections(
+    sections: Iterable[Section], min_chars: int = MIN_CHARS, max_chars: int = MAX_CHARS
+) -> list[str]:
     """Documents from sections: each starts with its section title; small neighbours are merged
     (up to max_chars) so that no document is a lone heading; large sections are split."""
     documents: list[str] = []
@@ -277,7 +331,11 @@ def pack_sections(sections: Iterable[Section], min_chars: int = MIN_CHARS, max_c
         text = f"{section.title}\n\n{section.body}".strip() if section.title else section.body.strip()
         if not text:
             continue
-        if pending and len(pending) + 2 + len(text) <= max_chars and (len(pending) < min_chars or len(text) < min_chars):
+        # A short pending text always joins the next (split_long cuts the result if it must); a
+        # short next text joins the pending one when it fits.
+        if pending and (
+            len(pending) < min_chars or (len(text) < min_chars and len(pending) + 2 + len(text) <= max_chars)
+        ):
             pending = f"{pending}\n\n{text}"
             continue
         if pending:
@@ -286,7 +344,11 @@ def pack_sections(sections: Iterable[Section], min_chars: int = MIN_CHARS, max_c
     if pending:
         documents.extend(split_long(pending, max_chars))
     # A short tail is merged back into its predecessor when it fits, rather than kept as a scrap.
-    if len(documents) >= 2 and len(documents[-1]) < min_chars and len(documents[-2]) + 2 + len(documents[-1]) <= max_chars:
+    if (
+        len(documents) >= 2
+        and len(documents[-1]) < min_chars
+        and len(documents[-2]) + 2 + len(documents[-1]) <= max_chars
+    ):
         documents[-2:] = [f"{documents[-2]}\n\n{documents[-1]}"]
     return [d for d in documents if len(d.strip()) >= min(min_chars, 80)]
 
@@ -299,7 +361,8 @@ def play_sections(text: str) -> list[Section]:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     play_title = next((line.strip() for line in lines if line.strip()), "")
     sections: list[Section] = []
-    heading, out = "", []
+    heading = ""
+    out: list[str] = []
     for line in lines:
         if _PLAY_BREAK.match(line):
             sections.append(Section(heading, tidy("\n".join(out))))
@@ -309,9 +372,7 @@ def play_sections(text: str) -> list[Section]:
     sections.append(Section(heading, tidy("\n".join(out))))
     # Each scene names its play, so that a document read alone says where it comes from.
     return [
-        Section(f"{play_title}. {s.title}" if s.title else "", s.body)
-        for s in sections
-        if s.body.strip()
+        Section(f"{play_title}. {s.title}" if s.title else "", s.body) for s in sections if s.body.strip()
     ]
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from scoring.errors import ConfigError
+from scoring.strict import StrictModel
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-class EngineConfig(BaseModel):
+class EngineConfig(StrictModel):
     """How documents are scored. Every field that changes the numbers goes into the fingerprint.
 
     - `max_length`: tokens per window (the model input). None = the smaller context of the two models,
@@ -22,8 +23,6 @@ class EngineConfig(BaseModel):
     - `logits_chunk_tokens`: tokens whose logits are materialised at once (chunk x vocab fp32 floats);
       None = as many as fit in 128 MiB for the model's vocabulary.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     dtype: DType = "auto"
     device: str = "auto"

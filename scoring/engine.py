@@ -138,6 +138,7 @@ class ScoringEngine:
             device_type=device.type,
             max_length=max_length,
             window_overlap=overlap,
+            cpu_threads=torch.get_num_threads() if device.type == "cpu" else None,
         )
         if cache is not None and not isinstance(cache, ScoreCache):
             cache = ScoreCache(cache)

@@ -44,3 +44,26 @@ class EngineDeadError(ReweighError):
 
 class JobCancelledError(ReweighError):
     """A job stopped on request at a chunk boundary; its partial output is kept and a rerun resumes it."""
+
+
+# --- Added for the HTTP service (service/errors.py maps each to a status code) ---
+
+
+class AuthenticationError(ReweighError):
+    """A request to a protected route without a valid API key."""
+
+
+class JobStateError(ReweighError):
+    """An operation that the job's current state does not allow (e.g. the manifest of an unfinished job)."""
+
+
+class RequestTooLargeError(ReweighError):
+    """A request body over the configured byte limit."""
+
+
+class RequestTimeoutError(ReweighError):
+    """A request that was not answered within the configured time; the work it queued is dropped."""
+
+
+class EngineNotReadyError(ReweighError):
+    """The models are not loaded (yet, or any more): the service cannot score."""

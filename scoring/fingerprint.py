@@ -69,6 +69,8 @@ class Fingerprint:
     device_type: str  # cpu and cuda kernels differ in the last bits
     max_length: int
     window_overlap: int
+    # CPU kernels split sums across threads: 1 and 2 threads differ in the last bits of some scores.
+    cpu_threads: int | None = None
     score_definition: str = SCORE_DEFINITION_VERSION
     digest: str = field(init=False)
 
@@ -85,6 +87,7 @@ class Fingerprint:
             "device_type": self.device_type,
             "max_length": self.max_length,
             "window_overlap": self.window_overlap,
+            "cpu_threads": self.cpu_threads,
             "score_definition": self.score_definition,
         }
 

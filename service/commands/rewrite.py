@@ -9,12 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from corpus.rewrite import RewriteConfig, RewriteProgress, run_rewrite
 from corpus.sampler import SelectionConfig
-from service.commands.engine_args import add_engine_args, engine_from_args
+from scoring.errors import ConfigError
+from service.commands.engine_args import add_engine_args, engine_config_from_args, engine_from_args
+
+if TYPE_CHECKING:
+    from corpus.ray_engine import RayRewrite
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -87,6 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="an unreadable input shard stops the job, or is skipped and listed",
     )
     o.add_argument("--overwrite", action="store_true", help="replace a different job in --out")
+    add_ray_args(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.set_defaults(func=run)
 
@@ -161,12 +167,32 @@ class ProgressBars:
             self.bar = None
 
 
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    r = p.add_argument_group("engine (same scores, shards and manifest on either)")
+    r.add_argument("--engine", choices=["local", "ray"], default="local", help="score here, or on a Ray cluster")
+    r.add_argument("--address", default=None, help="ray: 'auto', ray://head:10001 or host:port (default: local Ray)")
+    r.add_argument("--actors", type=int, default=1, help="ray: teacher/reference replicas (one per GPU)")
+    r.add_argument("--gpus-per-actor", type=float, default=0.0, help="ray: GPUs per actor (1 on a GPU cluster)")
+
+
+def ray_job_from_args(args: argparse.Namespace) -> RayRewrite:
+    from corpus.ray_engine import RayOptions, RayRewrite
+
+    if args.cache is not None:
+        raise ConfigError("--cache is not supported with --engine ray (one SQLite file cannot serve a cluster)")
+    options = RayOptions(address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor)
+    return RayRewrite(args.teacher, args.reference, engine_config_from_args(args), options)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
-    engine = engine_from_args(args)
+    engine: Any = ray_job_from_args(args) if args.engine == "ray" else engine_from_args(args)
     bars = ProgressBars(len(config.inputs))
     try:
-        result = run_rewrite(config, engine, progress=bars)
+        if args.engine == "ray":  # .stats after the run: the actors' scoring time
+            result = engine.run(config, progress=bars)
+        else:
+            result = run_rewrite(config, engine, progress=bars)
     finally:
         bars.close()
         close = getattr(engine, "close", None)

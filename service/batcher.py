@@ -1,0 +1,286 @@
+"""One worker thread owns the engine; HTTP requests are micro-batched, jobs take turns.
+
+Why one thread: the engine runs one batch at a time anyway, and a single owner means the event loop
+never blocks on a forward pass and no two callers race for the models.
+
+HTTP side: each request's documents are queued; the worker waits up to `batch_wait_ms` after the
+oldest queued request for more to arrive (or until `batch_max_documents`), then scores all of them in
+one `engine.score` call and hands each request its slice. Concurrent small requests thus share the
+engine's length bucketing and padding budget the way one bulk call would. The queue is bounded in
+documents: a request that does not fit is refused at once (OverloadedError -> 429), never parked.
+
+Job side: a job's engine calls (one per chunk) go through `JobEngine`, which hands them to the same
+worker. HTTP batches go first, but after `batches_per_job_chunk` of them while a job chunk waits,
+the chunk runs: interactive latency stays low and a job under constant HTTP load still progresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scoring.errors import EngineDeadError, EngineNotReadyError, OverloadedError, RequestTimeoutError
+from scoring.types import DocScore
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+# Consecutive failing engine calls after which the engine counts as dead (readyz goes 503).
+DEAD_AFTER_FAILURES = 3
+
+
+class Engine(Protocol):
+    """What the service needs of scoring.ScoringEngine (tests pass fakes)."""
+
+    @property
+    def fingerprint(self) -> Any: ...  # .digest, .as_dict()
+
+    def score(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]: ...
+
+
+@dataclass
+class _Request:
+    texts: Sequence[str]
+    future: concurrent.futures.Future[list[DocScore]]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _JobCall:
+    texts: Sequence[str]
+    progress: ProgressFn | None
+    future: concurrent.futures.Future[list[DocScore]]
+
+
+class EngineWorker:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        wait_s: float,
+        max_batch_documents: int,
+        max_queued_documents: int,
+        batches_per_job_chunk: int,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.wait_s = wait_s
+        self.max_batch_documents = max_batch_documents
+        self.max_queued_documents = max_queued_documents
+        self.batches_per_job_chunk = batches_per_job_chunk
+        self._cond = threading.Condition()
+        self._requests: deque[_Request] = deque()
+        self._queued_documents = 0
+        self._job_calls: deque[_JobCall] = deque()
+        self._batches_since_job = 0
+        self._failures = 0
+        self._dead: str | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="engine-worker", daemon=True)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the call in progress, refuse the rest, and join the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self._dead is None and not self._stopping
+
+    @property
+    def dead_reason(self) -> str | None:
+        return self._dead
+
+    @property
+    def queued_documents(self) -> int:
+        return self._queued_documents
+
+    # --- HTTP side -------------------------------------------------------------------------------
+
+    def submit(self, texts: Sequence[str]) -> concurrent.futures.Future[list[DocScore]]:
+        """Queue one request's documents; refuse at once when the queue cannot take them."""
+        future: concurrent.futures.Future[list[DocScore]] = concurrent.futures.Future()
+        with self._cond:
+            self._check_usable()
+            if self._queued_documents + len(texts) > self.max_queued_documents:
+                raise OverloadedError(
+                    f"the scoring queue holds {self._queued_documents} documents (limit "
+                    f"{self.max_queued_documents}); retry later"
+                )
+            self._requests.append(_Request(texts, future))
+            self._queued_documents += len(texts)
+            self.metrics.queue_documents.set(self._queued_documents)
+            self._cond.notify_all()
+        return future
+
+    async def score(self, texts: Sequence[str], timeout_s: float) -> list[DocScore]:
+        future = self.submit(texts)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        except TimeoutError:
+            # Cancelling the concurrent future makes the worker skip it if it has not started yet.
+            future.cancel()
+            raise RequestTimeoutError(
+                f"no answer within {timeout_s:g}s (the engine is busy); retry later"
+            ) from None
+
+    # --- job side --------------------------------------------------------------------------------
+
+    def score_for_job(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]:
+        """Blocking: called from the job runner thread; returns when the worker has scored the chunk."""
+        future: concurrent.futures.Future[list[DocScore]] = concurrent.futures.Future()
+        with self._cond:
+            self._check_usable()
+            self._job_calls.append(_JobCall(texts, progress, future))
+            self._cond.notify_all()
+        return future.result()
+
+    def _check_usable(self) -> None:
+        if self._stopping:
+            raise EngineNotReadyError("the service is shutting down")
+        if self._dead is not None:
+            raise EngineDeadError(f"the scoring engine failed and is out of service: {self._dead}")
+
+    # --- the worker thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            work = self._next_work()
+            if work is None:
+                return
+            if isinstance(work, _JobCall):
+                self._run_job_call(work)
+            else:
+                self._run_batch(work)
+
+    def _next_work(self) -> list[_Request] | _JobCall | None:
+        with self._cond:
+            while True:
+                if self._stopping:
+                    self._fail_all(EngineNotReadyError("the service is shutting down"))
+                    return None
+                job_due = self._job_calls and (
+                    not self._requests or self._batches_since_job >= self.batches_per_job_chunk
+                )
+                if job_due:
+                    self._batches_since_job = 0
+                    return self._job_calls.popleft()
+                if self._requests:
+                    # The window runs from the oldest request's arrival: no request waits longer
+                    # than wait_s for company, however requests trickle in.
+                    deadline = self._requests[0].arrived + self.wait_s
+                    while (
+                        self._queued_documents < self.max_batch_documents
+                        and not self._stopping
+                        and (left := deadline - time.monotonic()) > 0
+                    ):
+                        self._cond.wait(left)
+                    if self._stopping:
+                        continue
+                    self._batches_since_job += 1
+                    return self._take_batch()
+                self._cond.wait()
+
+    def _take_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        size = 0
+        while self._requests:
+            nxt = self._requests[0]
+            if batch and size + len(nxt.texts) > self.max_batch_documents:
+                break
+            self._requests.popleft()
+            self._queued_documents -= len(nxt.texts)
+            # A request whose caller gave up (timeout, disconnect) is dropped here, unscored.
+            if nxt.future.set_running_or_notify_cancel():
+                batch.append(nxt)
+                size += len(nxt.texts)
+        self.metrics.queue_documents.set(self._queued_documents)
+        return batch
+
+    def _fail_all(self, exc: Exception) -> None:
+        for request in self._requests:
+            if request.future.set_running_or_notify_cancel():
+                request.future.set_exception(exc)
+        self._requests.clear()
+        self._queued_documents = 0
+        for call in self._job_calls:
+            call.future.set_exception(exc)
+        self._job_calls.clear()
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        if not batch:
+            return
+        texts = [t for r in batch for t in r.texts]
+        try:
+            results = self._call_engine(texts, None, "http")
+        except Exception as exc:
+            for r in batch:
+                r.future.set_exception(exc)
+            return
+        self.metrics.batch_documents.observe(len(texts))
+        self.metrics.batch_requests.observe(len(batch))
+        start = 0
+        for r in batch:
+            r.future.set_result(results[start : start + len(r.texts)])
+            start += len(r.texts)
+
+    def _run_job_call(self, call: _JobCall) -> None:
+        if not call.future.set_running_or_notify_cancel():
+            return
+        try:
+            call.future.set_result(self._call_engine(call.texts, call.progress, "job"))
+        except Exception as exc:
+            call.future.set_exception(exc)
+
+    def _call_engine(self, texts: Sequence[str], progress: ProgressFn | None, source: str) -> list[DocScore]:
+        started = time.perf_counter()
+        try:
+            results = self.engine.score(texts, progress)
+        except Exception as exc:
+            self.metrics.engine_errors.inc()
+            self._failures += 1
+            if self._failures >= DEAD_AFTER_FAILURES:
+                self._dead = f"{type(exc).__name__} in {self._failures} engine calls in a row"
+                log.error("engine out of service: %s", self._dead)
+                with self._cond:
+                    self._fail_all(EngineDeadError(f"the scoring engine failed: {self._dead}"))
+            raise
+        self._failures = 0
+        self.metrics.engine_seconds.labels(source).observe(time.perf_counter() - started)
+        self.metrics.documents_scored.labels(source).inc(len(texts))
+        self.metrics.tokens_scored.labels(source).inc(sum(r.n_tokens for r in results if r.ok))
+        return results
+
+
+class JobEngine:
+    """The engine as a job sees it: same fingerprint, but every call queues behind the worker."""
+
+    def __init__(self, worker: EngineWorker) -> None:
+        self._worker = worker
+
+    @property
+    def fingerprint(self) -> Any:
+        return self._worker.engine.fingerprint
+
+    @property
+    def stats(self) -> Any:
+        return getattr(self._worker.engine, "stats", None)
+
+    def score(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]:
+        return self._worker.score_for_job(texts, progress)

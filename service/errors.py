@@ -1,0 +1,162 @@
+"""The one place where errors become HTTP responses.
+
+Every response error has the body `{"error": <type>, "detail": <message>}` (validation errors add
+`fields`). Routes raise the named errors of scoring/errors.py and never build error responses
+themselves; middleware that must answer before routing (body too large) uses `error_response` too.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
+
+from scoring.errors import (
+    AuthenticationError,
+    ConfigError,
+    EngineDeadError,
+    EngineNotReadyError,
+    InputError,
+    JobConflictError,
+    JobStateError,
+    NotFoundError,
+    OverloadedError,
+    PathNotAllowedError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    ReweighError,
+)
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first isinstance match decides (ConfigError before its ValueError base...).
+_STATUS: tuple[tuple[type[ReweighError], int], ...] = (
+    (AuthenticationError, 401),
+    (PathNotAllowedError, 403),
+    (NotFoundError, 404),
+    (JobConflictError, 409),
+    (JobStateError, 409),
+    (RequestTooLargeError, 413),
+    (ConfigError, 422),
+    (InputError, 422),
+    (OverloadedError, 429),
+    (EngineNotReadyError, 503),
+    (EngineDeadError, 503),
+    (RequestTimeoutError, 503),
+)
+# Statuses after which a retry may succeed: they carry Retry-After.
+_RETRYABLE = {429, 503}
+
+
+def status_for(exc: ReweighError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_response(exc: ReweighError, retry_after_s: int = 1) -> JSONResponse:
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    if status in _RETRYABLE:
+        headers["Retry-After"] = str(retry_after_s)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="reweigh"'
+    if status == 500:
+        # A ReweighError without a mapping is a bug here, not the caller's: don't echo internals.
+        return _internal_error(exc)
+    return JSONResponse(
+        {"error": type(exc).__name__, "detail": str(exc)}, status_code=status, headers=headers
+    )
+
+
+def _internal_error(exc: BaseException) -> JSONResponse:
+    incident = uuid.uuid4().hex[:12]
+    log.error("internal error %s", incident, exc_info=(type(exc), exc, exc.__traceback__))
+    return JSONResponse(
+        {
+            "error": "InternalError",
+            "detail": f"internal error (incident {incident}; details are in the server log)",
+        },
+        status_code=500,
+    )
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('body', 'documents', 3, 'text') -> 'documents[3].text' (the request part is implied)."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    fields = []
+    for err in exc.errors():
+        name = _field_name(err.get("loc", ()))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            # loc is (body, character offset): name the body and say where it broke.
+            cause = (err.get("ctx") or {}).get("error", "")
+            name, msg = (
+                "body",
+                f"malformed JSON at character {err['loc'][-1]}" + (f" ({cause})" if cause else ""),
+            )
+        fields.append({"field": name, "message": msg, "type": err.get("type")})
+    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
+    return JSONResponse({"error": "ValidationError", "detail": detail, "fields": fields}, status_code=422)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # From the OpenAPI paths (cached by FastAPI) rather than the router tree, whose shape differs
+    # between FastAPI versions.
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        regex, _, _ = compile_path(template)
+        if regex.match(request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    retry_after = app.state.settings.retry_after_s
+
+    async def on_reweigh_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ReweighError)
+        return error_response(exc, retry_after)
+
+    async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _validation_response(exc)
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        # Routing's own answers (unknown path 404, wrong method 405), in the same body shape.
+        assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; list every route's on this path.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse(
+            {"error": "HTTPError", "detail": str(exc.detail)}, status_code=exc.status_code, headers=headers
+        )
+
+    async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Never a stack trace or an exception message to the client: they can hold paths and data.
+        return _internal_error(exc)
+
+    app.add_exception_handler(ReweighError, on_reweigh_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,353 @@
+"""Rewrite jobs: a SQLite store (survives restarts) and one runner thread that works through it.
+
+States: queued -> running -> succeeded | failed | cancelled. A job that was `running` when the
+process died is put back in the queue at startup, ahead of jobs never started; since corpus rewrites
+resume from what they left on disk, it ends with the same output as an uninterrupted run.
+
+Jobs run one at a time: they share the service's single engine with HTTP scoring (see batcher.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corpus.rewrite import RewriteConfig, RewriteProgress, RewriteResult, run_rewrite
+from scoring.errors import (
+    ConfigError,
+    EngineNotReadyError,
+    JobCancelledError,
+    JobStateError,
+    NotFoundError,
+    ReweighError,
+)
+from service.batcher import JobEngine
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+# Progress is written to SQLite at most this often: it is for humans, not for resuming.
+PROGRESS_EVERY_S = 0.5
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,      -- the body as the client sent it (validated)
+    config TEXT NOT NULL,       -- the RewriteConfig with resolved paths
+    output TEXT NOT NULL,       -- resolved output directory
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    progress TEXT,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
+"""
+
+# (config, engine, progress, cancel) -> result: `run_local`, or the Ray executor chosen by `job_executor`.
+JobExecutor = Callable[
+    [RewriteConfig, JobEngine, Callable[[RewriteProgress], None], threading.Event], RewriteResult
+]
+
+
+def run_local(
+    config: RewriteConfig,
+    engine: JobEngine,
+    progress: Callable[[RewriteProgress], None],
+    cancel: threading.Event,
+) -> RewriteResult:
+    return run_rewrite(config, engine, progress=progress, cancel=cancel)
+
+
+def job_executor(settings: Settings) -> JobExecutor:
+    """Local by default; on Ray when `settings.ray_address` is set (refused at start-up, before any
+    model loads, when ray is not installed or the options cannot work)."""
+    if not settings.ray_address:
+        return run_local
+    if not settings.teacher or not settings.reference:
+        raise ConfigError("ray_address is set, but Ray actors need teacher and reference model paths")
+    from corpus.ray_engine import ray_job_executor
+
+    return ray_job_executor(
+        settings.engine_config(),
+        settings.teacher,
+        settings.reference,
+        address=settings.ray_address,
+        actors=settings.ray_actors,
+        gpus_per_actor=settings.ray_gpus_per_actor,
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: str
+    request: dict[str, Any]
+    config: RewriteConfig
+    output: Path
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    progress: dict[str, Any] | None
+    error: str | None
+    cancel_requested: bool
+
+
+class JobStore:
+    """All access goes through one connection under a lock: the runner thread and the event loop
+    both use it, and SQLite writes are short."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a state change survives the process dying
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+
+    def create(self, request: dict[str, Any], config: RewriteConfig) -> Job:
+        job_id = uuid.uuid4().hex
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # Two live jobs writing one directory would corrupt each other.
+                busy = self._db.execute(
+                    "SELECT id FROM jobs WHERE output = ? AND state IN ('queued', 'running')",
+                    (config.output,),
+                ).fetchone()
+                if busy is not None:
+                    raise JobStateError(f"job {busy[0]} is already writing output {request['output']!r}")
+                self._db.execute(
+                    "INSERT INTO jobs (id, state, request, config, output, created_at) VALUES (?, 'queued', ?, ?, ?, ?)",
+                    (
+                        job_id,
+                        json.dumps(request),
+                        config.model_dump_json(exclude_unset=True),
+                        config.output,
+                        time.time(),
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        rows = self._exec("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFoundError(f"no job {job_id!r}")
+        return _job(rows[0])
+
+    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        if state is None:
+            rows = self._exec("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+        else:
+            rows = self._exec(
+                "SELECT * FROM jobs WHERE state = ? ORDER BY created_at DESC LIMIT ?", (state, limit)
+            )
+        return [_job(r) for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._exec("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+
+    def requeue_interrupted(self) -> list[str]:
+        """At startup: jobs left `running` by a dead process go back to the queue (they resume)."""
+        rows = self._exec("SELECT id FROM jobs WHERE state = 'running'")
+        self._exec("UPDATE jobs SET state = 'queued' WHERE state = 'running'")
+        return [r[0] for r in rows]
+
+    def claim_next(self) -> Job | None:
+        """The next queued job, marked running: interrupted ones first, then oldest first."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY attempts > 0 DESC, created_at LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?), attempts = attempts + 1 "
+                "WHERE id = ?",
+                (time.time(), row[0]),
+            )
+        return self.get(row[0])
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._exec("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
+
+    def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+        assert state in FINISHED or state == "queued"
+        finished = time.time() if state in FINISHED else None
+        self._exec(
+            "UPDATE jobs SET state = ?, error = ?, finished_at = ? WHERE id = ?",
+            (state, error, finished, job_id),
+        )
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Queued: cancelled at once. Running: flagged (the runner stops at the next chunk)."""
+        job = self.get(job_id)
+        if job.state in FINISHED:
+            raise JobStateError(f"job {job_id} already {job.state}; there is nothing to cancel")
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested = 1 "
+                "WHERE id = ? AND state = 'queued'",
+                (time.time(), job_id),
+            )
+            self._db.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,)
+            )
+        return self.get(job_id)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        state=row["state"],
+        request=json.loads(row["request"]),
+        config=RewriteConfig.model_validate_json(row["config"]),
+        output=Path(row["output"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+        progress=json.loads(row["progress"]) if row["progress"] else None,
+        error=row["error"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+class JobRunner:
+    """One thread: claim a job, run it, record how it ended; repeat until stopped."""
+
+    def __init__(self, store: JobStore, engine: JobEngine, executor: JobExecutor = run_local) -> None:
+        self.store = store
+        self.engine = engine
+        self.executor = executor
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._cancel = threading.Event()  # the running job's: set by DELETE or by shutdown
+        self._current: str | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="job-runner", daemon=True)
+
+    def start(self) -> None:
+        for job_id in self.store.requeue_interrupted():
+            log.info("job %s was running when the service stopped: resuming it", job_id)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the running job at its next chunk; it stays resumable and is resumed at next start."""
+        self._stopping.set()
+        self._cancel.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.store.request_cancel(job_id)
+        with self._lock:
+            if self._current == job_id:
+                self._cancel.set()
+        return job
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            with self._lock:
+                self._current = job.id
+                self._cancel.clear()
+                # A DELETE between the claim and here found no current job to signal: re-read.
+                if self.store.get(job.id).cancel_requested:
+                    self._cancel.set()
+            try:
+                self._run_one(job)
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _run_one(self, job: Job) -> None:
+        log.info("job %s: %s", job.id, "resuming" if job.attempts > 1 else "starting")
+        last = [0.0]
+
+        def progress(p: RewriteProgress) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY_S or p.phase == "done":
+                last[0] = now
+                self.store.set_progress(job.id, _progress_dict(p))
+
+        try:
+            result = self.executor(job.config, self.engine, progress, self._cancel)
+        except (JobCancelledError, EngineNotReadyError) as exc:
+            if self._stopping.is_set():
+                # Shutdown, not the user's cancel: leave it to resume at the next start.
+                log.info("job %s interrupted by shutdown; it resumes at the next start", job.id)
+                self.store.finish(job.id, "queued")
+            else:
+                self.store.finish(job.id, "cancelled", str(exc))
+            return
+        except ReweighError as exc:
+            log.warning("job %s failed: %s", job.id, exc)
+            self.store.finish(job.id, "failed", f"{type(exc).__name__}: {exc}")
+            return
+        except Exception as exc:  # a bug: record it on the job (its trace goes to the log, not the API)
+            log.exception("job %s failed unexpectedly", job.id)
+            self.store.finish(job.id, "failed", f"internal error ({type(exc).__name__}); see the server log")
+            return
+        totals = result.manifest.totals
+        self.store.set_progress(
+            job.id,
+            {
+                "phase": "done",
+                "documents": totals.documents_in,
+                "tokens": totals.tokens_in,
+                "shards_done": len(result.manifest.shards),
+                "shards_total": len(result.manifest.shards),
+            },
+        )
+        self.store.finish(job.id, "succeeded")
+        log.info(
+            "job %s succeeded (%s)",
+            job.id,
+            "already done" if result.already_done else f"{result.seconds:.1f}s",
+        )
+
+
+def _progress_dict(p: RewriteProgress) -> dict[str, Any]:
+    return {
+        "phase": p.phase,
+        "documents": p.documents,
+        "tokens": p.tokens,
+        "shards_done": p.shards_done,
+        "shards_total": p.shards_total,
+    }

@@ -1,0 +1,114 @@
+"""Rewrite jobs: submit, list, inspect, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from corpus.rewrite import RewriteConfig
+from scoring.errors import InputError
+from service.deps import RuntimeDep
+from service.jobs import Job
+from service.schemas import JobList, JobProgress, JobRequest, JobView, error_responses
+from service.settings import SettingsDep
+
+# The prefix sits on the router (not on include_router) so that route templates, hence metric
+# labels, carry it.
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+_ERRORS = error_responses(404, 503)
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def job_view(request: Request, job: Job) -> JobView:
+    manifest_url = str(request.url_for("get_manifest", job_id=job.id)) if job.state == "succeeded" else None
+    return JobView(
+        id=job.id,
+        state=job.state,  # type: ignore[arg-type]
+        request=job.request,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=job.attempts,
+        progress=JobProgress(**job.progress) if job.progress else None,
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+        manifest_url=manifest_url,
+    )
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobView,
+    summary="start a rewrite job",
+    responses=error_responses(
+        400,
+        403,
+        409,
+        503,
+        e409="another live job writes the same output",
+        e422="invalid body, or an input that does not exist",
+    ),
+)
+def create_job(
+    body: JobRequest,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+) -> JobView:
+    # Every path is confined before anything is read or created.
+    inputs = [runtime.roots.resolve(p, f"inputs[{i}]") for i, p in enumerate(body.inputs)]
+    output = runtime.roots.resolve(body.output, "output")
+    for i, path in enumerate(inputs):
+        if not path.exists():
+            raise InputError(f"inputs[{i}]: {body.inputs[i]!r} does not exist")
+        if path == output or path.is_relative_to(output):
+            raise InputError(f"inputs[{i}]: {body.inputs[i]!r} lies inside the output directory")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"output: {body.output!r} exists and is not a directory")
+    config = RewriteConfig(
+        inputs=[str(p) for p in inputs],
+        output=str(output),
+        selection=body.selection,
+        seed=body.seed,
+        text_field=body.text_field,
+        id_field=body.id_field,
+        shard_rows=body.shard_rows,
+        shard_bytes=body.shard_bytes,
+        on_error=body.on_error,
+        overwrite=body.overwrite,
+        chunk_docs=body.chunk_docs or settings.job_chunk_docs,
+    )
+    job = runtime.store.create(body.model_dump(mode="json", exclude_unset=True), config)
+    runtime.runner.notify()
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_view(request, job)
+
+
+@router.get("/jobs", response_model=JobList, summary="list jobs, newest first", responses=_ERRORS)
+def list_jobs(
+    request: Request,
+    runtime: RuntimeDep,
+    state: JobState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    return JobList(jobs=[job_view(request, j) for j in runtime.store.list_jobs(state, limit)])
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, summary="a job's state and progress", responses=_ERRORS)
+def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> JobView:
+    return job_view(request, runtime.store.get(job_id))
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=202,
+    response_model=JobView,
+    summary="cancel a job (a running one stops at its next chunk; its output stays resumable)",
+    responses=error_responses(404, 409, 503, e409="the job already finished"),
+)
+def cancel_job(job_id: str, request: Request, runtime: RuntimeDep) -> JobView:
+    return job_view(request, runtime.runner.cancel(job_id))

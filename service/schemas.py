@@ -1,0 +1,135 @@
+"""Request and response bodies. Requests forbid unknown fields: a typo is a 422 naming it, not a default."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, WithJsonSchema
+
+from corpus.sampler import SelectionConfig
+
+MAX_ID_CHARS = 512
+
+
+def _document_id(value: Any) -> str | int:
+    # One validator rather than a `str | int` union: a bad id then yields one error naming
+    # `documents[i].id`, not one per union branch.
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"must be a string of at most {MAX_ID_CHARS} characters or an integer")
+
+
+# Ids are echoed back; bounded so that a request cannot smuggle a megabyte through them.
+DocumentId = Annotated[
+    str | int,
+    PlainValidator(_document_id),
+    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": MAX_ID_CHARS}, {"type": "integer"}]}),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DocumentScore(BaseModel):
+    id: DocumentId
+    n_tokens: int
+    teacher_logprob: float | None = Field(description="mean per-token log-prob (nats) under the teacher")
+    reference_logprob: float | None
+    score: float | None = Field(description="teacher_logprob - reference_logprob; null when status is not ok")
+    status: str
+
+
+class ScoreResponse(BaseModel):
+    fingerprint: dict[str, Any] = Field(
+        description="what produced the numbers: models, dtype, max length, digest"
+    )
+    documents: list[DocumentScore]
+
+
+_PathStr = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class JobRequest(_Request):
+    inputs: list[_PathStr] = Field(min_length=1, max_length=10_000, description="paths under a data root")
+    output: _PathStr = Field(description="output directory under a data root (one job per directory)")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    text_field: str = Field(default="text", min_length=1, max_length=256)
+    id_field: str = Field(default="id", min_length=1, max_length=256)
+    shard_rows: int | None = Field(default=None, ge=1, le=2**62)
+    shard_bytes: int | None = Field(default=None, ge=1, le=2**62)
+    on_error: Literal["fail", "skip"] = "fail"
+    overwrite: bool = False
+    chunk_docs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="documents per engine call; default: the service's setting",
+    )
+
+
+class JobProgress(BaseModel):
+    phase: str
+    documents: int
+    tokens: int
+    shards_done: int
+    shards_total: int
+
+
+class JobView(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    request: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int = Field(description="times the job was started (more than 1: it was resumed)")
+    progress: JobProgress | None
+    error: str | None
+    cancel_requested: bool
+    manifest_url: str | None = Field(description="where the manifest is served once the job succeeded")
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where in the request, e.g. documents[3].text")
+    message: str
+    type: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: the error's type name and a message (validation errors add `fields`)."""
+
+    error: str
+    detail: str
+    fields: list[FieldError] | None = None
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "unreadable body (e.g. not UTF-8)",
+    401: "missing or invalid API key",
+    403: "a path outside the data roots",
+    404: "not found",
+    409: "not allowed in the job's current state",
+    413: "request body over the size limit",
+    422: "invalid request; `fields` names what is wrong",
+    429: "scoring queue full; retry after Retry-After seconds",
+    503: "not ready, engine out of service, or no answer within the request timeout; see Retry-After",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer, all with the ErrorBody schema.
+
+    Listing 422 here also replaces FastAPI's default 422 schema, which is not what we send."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in (401, 422, *codes):
+        text = descriptions.get(f"e{code}", _ERROR_DESCRIPTIONS[code])
+        out[code] = {"model": ErrorBody, "description": text}
+    return out
