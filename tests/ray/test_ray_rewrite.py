@@ -93,7 +93,7 @@ def test_options_are_validated() -> None:
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # a deadlock guard: these take ~1 min on a quiet 2-core machine
 def test_cli_ray_engine_is_byte_identical_to_local(
     ray_local: Any,
     tiny_pair: tuple[Path, Path],
@@ -146,7 +146,7 @@ class _DiesOnFirstChunk:
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # a deadlock guard: these take ~1 min on a quiet 2-core machine
 def test_actor_killed_mid_job_is_restarted_and_output_unchanged(
     ray_local: Any,
     tiny_pair: tuple[Path, Path],
@@ -174,7 +174,7 @@ class _DriverDied(BaseException):
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # a deadlock guard: these take ~1 min on a quiet 2-core machine
 def test_driver_dies_and_rerun_resumes(
     ray_local: Any,
     tiny_pair: tuple[Path, Path],
