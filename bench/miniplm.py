@@ -30,6 +30,7 @@ import sys
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import math
@@ -91,7 +92,7 @@ FULL = Sizes(
     student_width=128,
     seq_len=64,
     batch_rows=8,
-    train_tokens=131_072,
+    train_tokens=65_536,
     ref_train_tokens=131_072,
 )
 QUICK = Sizes(
@@ -379,6 +380,8 @@ def quick_assets(root: Path) -> tuple[Path, Path, list[str]]:
 def run(args: argparse.Namespace) -> str:
     started = time.monotonic()
     sizes = QUICK if args.quick else FULL
+    if args.student_tokens:
+        sizes = dataclasses.replace(sizes, train_tokens=args.student_tokens)
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         teacher_dir, reference_dir, clean_docs = quick_assets(Path(tmp)) if args.quick else real_assets(sizes)
@@ -490,6 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="student seeds (default 3; --quick 2)")
     parser.add_argument(
         "--out", type=Path, default=None, help="markdown table (default bench/results/miniplm[-quick].md)"
+    )
+    parser.add_argument(
+        "--student-tokens", type=int, default=None, help="training tokens per student (default 65,536)"
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads for scoring (default: torch's)"
