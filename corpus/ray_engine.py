@@ -40,15 +40,14 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow.parquet as pq
 
-from corpus.fsutil import write_json_atomic, write_parquet_atomic
+from corpus.fsutil import write_parquet_atomic
 from corpus.rewrite import (
     SCORES_DIR,
     ProgressCallback,
@@ -61,11 +60,11 @@ from corpus.scores import (
     DONE_MARKER,
     SKIPPED_MARKER,
     ShardScoreSummary,
+    chunk_counts,
     chunk_name,
     fields_from_metadata,
-    schema_b64,
+    finish_shard,
     shard_key,
-    unify_fields,
 )
 from scoring import EngineConfig, Fingerprint
 from scoring.errors import ConfigError, InputError, JobCancelledError
@@ -405,30 +404,18 @@ def _chunks_on_disk(shard_dir: Path) -> set[int]:
 
 
 def write_done_marker(path: str, shard_dir: Path, chunks: int, chunk_docs: int) -> ShardScoreSummary:
-    """The completion marker `score_input_shard` writes, computed from the chunk files on disk.
-
-    Mirrors the tail of corpus.scores.score_input_shard (which cannot be reused without reading the
-    input once more on the driver); tests/ray compares the two markers byte for byte.
-    """
+    """The completion marker `score_input_shard` writes, computed from the chunk files on disk
+    (the driver does not read the input again)."""
     rows = ok = tokens = 0
     schemas = []
     for index in range(chunks):
         table = pq.read_table(shard_dir / chunk_name(index), columns=["status", "n_tokens"])
-        chunk_ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok")
-        ok += int(chunk_ok.sum())
-        tokens += int(np.asarray(table.column("n_tokens"))[chunk_ok].sum())
+        chunk_ok, chunk_tokens = chunk_counts(table)
+        ok += chunk_ok
+        tokens += chunk_tokens
         rows += len(table)
         schemas.append(fields_from_metadata(table.schema))
-    summary = ShardScoreSummary(
-        input=str(path),
-        rows=rows,
-        chunks=(rows + chunk_docs - 1) // chunk_docs,
-        ok=ok,
-        tokens=tokens,
-        fields=schema_b64(unify_fields(schemas)),
-    )
-    write_json_atomic(shard_dir / DONE_MARKER, asdict(summary))
-    return summary
+    return finish_shard(path, shard_dir, rows=rows, ok=ok, tokens=tokens, chunk_docs=chunk_docs, schemas=schemas)
 
 
 def _connect(ray: ModuleType, address: str | None) -> bool:

