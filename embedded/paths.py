@@ -8,6 +8,10 @@ they live outside the repository; only the small licence-clean corpus subset is 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ENV_HOME = "REWEIGH_HOME"
@@ -36,3 +40,20 @@ def corpus_dir() -> Path:
 def downloads_dir() -> Path:
     """Raw .deb and sdist files, kept so that a rebuild does not fetch them again."""
     return home() / "downloads"
+
+
+@contextmanager
+def staged_directory(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling of `out_dir` to build into; on success it replaces `out_dir`, on any
+    failure it is removed, so `out_dir` is only ever absent, old and whole, or new and whole."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like any model dir
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -15,8 +15,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -271,9 +269,7 @@ def ensure_reference(
         return out_dir
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     model, figures = train(read_docs(ref_files), tokenizer, spec)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with paths.staged_directory(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         # Figures that vary from run to run (seconds) stay out of the source record: the scoring
@@ -282,11 +278,4 @@ def ensure_reference(
         (tmp / TRAINING_FILE).write_text(json.dumps(training, indent=2, sort_keys=True) + "\n")
         # Written last: its presence marks a complete reference directory.
         (tmp / SOURCE_FILE).write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
-        tmp.chmod(0o755)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

@@ -13,9 +13,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -132,9 +130,7 @@ def convert_gguf(gguf: Path, out_dir: Path, gguf_sha256: str | None = None) -> P
     if config.tie_word_embeddings:
         model.tie_weights()
     del loaded
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with paths.staged_directory(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         source = {
@@ -147,13 +143,6 @@ def convert_gguf(gguf: Path, out_dir: Path, gguf_sha256: str | None = None) -> P
         }
         # Written last: its presence marks a complete conversion (see is_converted).
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2, sort_keys=True) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like any model dir
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("teacher converted in %.1f s", time.monotonic() - started)
     return out_dir
 
