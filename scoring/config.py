@@ -22,6 +22,9 @@ class EngineConfig(StrictModel):
     - `token_budget`: padded tokens per forward batch (rows x longest row).
     - `logits_chunk_tokens`: tokens whose logits are materialised at once (chunk x vocab fp32 floats);
       None = as many as fit in 128 MiB for the model's vocabulary.
+    - `batch_invariant`: score every window alone, in a row of its own length, so a document's score
+      is a function of the document only, never of what it is batched with (the service batches
+      across requests, a job by chunk). Costs the batching of short windows; see README "Batch dependence".
     """
 
     dtype: DType = "auto"
@@ -31,6 +34,7 @@ class EngineConfig(StrictModel):
     token_budget: int = Field(default=16384, ge=1)
     logits_chunk_tokens: int | None = Field(default=None, ge=1)
     num_threads: int | None = Field(default=None, ge=1)
+    batch_invariant: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

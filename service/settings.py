@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     window_overlap: int | None = Field(default=None, ge=0)
     token_budget: int = Field(default=16384, ge=1)
     num_threads: int | None = Field(default=None, ge=1)
+    batch_invariant: bool = Field(
+        default=False, description="score each window alone: a score never depends on the requests batched with it"
+    )
     score_cache: Path | None = Field(
         default=None, description="SQLite score cache shared by requests and jobs"
     )
@@ -144,6 +147,7 @@ class Settings(BaseSettings):
             window_overlap=self.window_overlap,
             token_budget=self.token_budget,
             num_threads=self.num_threads,
+            batch_invariant=self.batch_invariant,
         )
 
 

@@ -19,6 +19,8 @@ def add_engine_args(parser: argparse.ArgumentParser, *, required: bool = True) -
     g.add_argument("--window-overlap", type=int, default=None, help="context tokens re-read by each later window (default max_length/4)")
     g.add_argument("--token-budget", type=int, default=16384, help="padded tokens per forward batch")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--batch-invariant", action="store_true", default=None,
+                   help="score each window alone, so a score never depends on its batch-mates (slower on short documents)")
     g.add_argument("--cache", default=None, metavar="PATH", help="SQLite score cache: documents already scored by this pair are not recomputed")
 
 
@@ -30,12 +32,14 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         window_overlap=args.window_overlap,
         token_budget=args.token_budget,
         num_threads=args.threads,
+        batch_invariant=bool(args.batch_invariant),
     )
 
 
 def engine_from_args(args: argparse.Namespace) -> ScoringEngine:
     # transformers' per-load progress bars are noise next to our own.
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries of a hub lookup: one error is enough
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

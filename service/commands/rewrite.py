@@ -16,6 +16,7 @@ from tqdm import tqdm
 from corpus.rewrite import RewriteConfig, RewriteProgress, run_rewrite
 from corpus.sampler import SelectionConfig
 from scoring.errors import ConfigError
+from scoring.models import check_model_source
 from service.commands.engine_args import add_engine_args, engine_config_from_args, engine_from_args
 
 if TYPE_CHECKING:
@@ -181,6 +182,9 @@ def ray_job_from_args(args: argparse.Namespace) -> RayRewrite:
     if args.cache is not None:
         raise ConfigError("--cache is not supported with --engine ray (one SQLite file cannot serve a cluster)")
     options = RayOptions(address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor)
+    # The actors load the pair on the cluster; a bad path is refused here, before Ray starts.
+    check_model_source(args.teacher, "teacher")
+    check_model_source(args.reference, "reference")
     return RayRewrite(args.teacher, args.reference, engine_config_from_args(args), options)
 
 

@@ -206,6 +206,7 @@ def test_driver_dies_and_rerun_resumes(
     assert execute(job(inputs, out), None, lambda _p: None, threading.Event()).already_done
 
 
+@pytest.mark.ray  # building the Ray executor checks that the extra is installed
 def test_service_picks_the_ray_executor_when_an_address_is_set(tiny_pair, tmp_path):
     from service.jobs import job_executor, run_local
     from service.settings import Settings
