@@ -14,6 +14,8 @@ from types import FrameType
 
 from scoring.errors import ReweighError
 
+log = logging.getLogger("reweigh")
+
 # 128 + the signal number: what a shell reports for a process stopped by that signal.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -71,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"reweigh {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        # A file the command needs that the system refuses (a full disk, a path that vanished): one line;
+        # with -v the traceback too.
+        log.debug("traceback", exc_info=True)
+        print(f"reweigh {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except Terminated:
         print(f"reweigh {args.command}: terminated", file=sys.stderr)
         return EXIT_TERMINATED

@@ -17,6 +17,7 @@ from corpus.rewrite import RewriteConfig, RewriteProgress, run_rewrite
 from corpus.sampler import SelectionConfig
 from scoring.errors import ConfigError
 from scoring.models import check_model_source
+from service.commands.checks import check_output_path
 from service.commands.engine_args import add_engine_args, engine_config_from_args, engine_from_args
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ def ray_job_from_args(args: argparse.Namespace) -> RayRewrite:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
+    check_output_path(config.output, "--out", directory=True)
     engine: Any = ray_job_from_args(args) if args.engine == "ray" else engine_from_args(args)
     bars = ProgressBars(len(config.inputs))
     try:

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from corpus.readers import Document, read_documents
 from scoring import DocScore, ScoringEngine
-from scoring.errors import InputError
+from scoring.errors import ConfigError, InputError
+from service.commands.checks import check_output_path
 from service.commands.engine_args import add_engine_args, engine_from_args
 
 SCHEMA = pa.schema(
@@ -58,12 +59,13 @@ def score_documents(engine: ScoringEngine, docs: list[Document]) -> list[DocScor
 
 def run(args: argparse.Namespace) -> int:
     if args.chunk_docs < 1:
-        raise SystemExit("--chunk-docs must be at least 1")
+        raise ConfigError(f"--chunk-docs={args.chunk_docs} must be at least 1")
     inputs = [Path(p) for p in args.inputs]
     for path in inputs:
         if not path.exists():
             raise InputError(f"input {str(path)!r} does not exist")
     output = Path(args.output)
+    check_output_path(output, "-o", directory=False)
     output.parent.mkdir(parents=True, exist_ok=True)
     engine = engine_from_args(args)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")

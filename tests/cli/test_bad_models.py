@@ -136,3 +136,25 @@ def test_a_whole_process_exits_2_with_one_line(
     )
     assert proc.returncode == 2, proc.stderr
     _one_error_line(proc.stderr, expected, teacher)
+
+
+def test_bad_output_paths_and_counts_get_one_line_before_any_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The pair does not exist: these must fail on the argument, before the models are looked at.
+    pair = ["--teacher", "/nonexistent/t", "--reference", "/nonexistent/r"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "hello"}\n')
+    cases = [
+        (["score", *pair, "-o", str(tmp_path), str(data)], "is a directory; give a file name"),
+        (["score", *pair, "-o", str(a_file / "out.parquet"), str(data)], "is a file, so nothing can be created"),
+        (["score", *pair, "--chunk-docs", "0", "-o", str(tmp_path / "o.parquet"), str(data)], "--chunk-docs=0"),
+        (["rewrite", *pair, "--out", str(a_file), str(data)], "is a file; give a directory"),
+        (["demo", "--docs", "-1", "--no-serve"], "--docs=-1"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (argv, err)
