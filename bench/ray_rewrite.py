@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from corpus.ray_engine import RayOptions, RayRewrite, require_ray
+
 from corpus.rewrite import RewriteConfig, RewriteResult, run_rewrite
 from scoring import EngineConfig, ScoringEngine
 from scoring.synthetic import build_tokenizer, save_random_llama

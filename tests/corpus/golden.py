@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from corpus.rewrite import RewriteConfig
+from corpus.config import RewriteConfig
 from tests.corpus.helpers import make_rows, write_jsonl, write_parquet
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -134,7 +134,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["record"]:
     import tempfile
 
     from corpus.rewrite import run_rewrite
-    from tests.corpus.fakes import FakeEngine
+    from tests.corpus.fakes import FakeSpec
 
     with tempfile.TemporaryDirectory() as tmp:
-        record(lambda config: run_rewrite(config, FakeEngine()), Path(tmp))
+        record(lambda config: run_rewrite(config, FakeSpec()), Path(tmp))
