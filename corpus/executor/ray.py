@@ -1,8 +1,9 @@
 """Runs a step's tasks on a Ray cluster. Transport only: the tasks are `run_task` on the same steps.
 
-- Steps with a scorer run on a pool of actors per scorer spec, kept for the executor's life: each
-  actor builds the scorer once (a model load), then takes tasks one at a time, so the pool balances
-  work task by task. A step without a scorer runs as plain Ray tasks, `RayOptions.workers` at once.
+- Steps with a scorer run on a pool of actors per scorer spec: each actor builds the scorer once (a
+  model load), then takes tasks one at a time, so the pool balances work task by task. A step
+  without a scorer runs as plain Ray tasks, `RayOptions.workers` at once, after the pools are
+  released (their resources go to those tasks).
 - Fault tolerance comes from Ray's own retries, bounded (not left to defaults): an actor that dies
   (preempted node, segfault, CUDA error) is restarted up to `max_restarts` times and its task retried
   up to `max_task_retries` times; a plain task whose worker dies is retried as often. Python
@@ -70,8 +71,9 @@ class ScorerWorker:
             self._scorer = self.spec.build()
         return self._scorer
 
-    def fingerprint(self) -> dict[str, Any]:
-        return self.scorer().fingerprint.as_dict()
+    def fingerprint(self) -> tuple[str, dict[str, Any]]:
+        fingerprint = self.scorer().fingerprint
+        return fingerprint.digest, fingerprint.as_dict()
 
     def run(self, out: Path, step: Step, rank: int) -> Result:
         return run_task(out, step, rank, StepContext(scorer=self.scorer))
@@ -134,13 +136,13 @@ class RayExecutor(Executor):
         """From every actor of the pool: a node whose device or dtype resolves differently would
         mix incomparable scores, so they must agree."""
         found = self._get([a.fingerprint.remote() for a in self._pool(spec)])
-        digests = {f["digest"] for f in found}
+        digests = {digest for digest, _ in found}
         if len(digests) > 1:
             raise ConfigError(
                 f"the scorer actors resolve to different fingerprints ({sorted(d[:12] for d in digests)}): "
                 "the cluster's nodes differ in device or dtype; pass --device and --dtype explicitly"
             )
-        return dict(found[0])
+        return dict(found[0][1])
 
     # ------------------------------------------------------------------------------------ steps
 
@@ -172,6 +174,9 @@ class RayExecutor(Executor):
 
             width = len(idle)
         else:
+            # The scorers are done for this job: their CPUs and GPUs go to these tasks (on a CPU-only
+            # cluster the actors may hold every CPU, and the tasks would wait forever).
+            self._release_scorers()
             plain = self.ray.remote(num_cpus=1, max_retries=self.options.max_task_retries)(_run_plain)
 
             def submit(rank: int) -> tuple[Any, Any]:
@@ -212,11 +217,14 @@ class RayExecutor(Executor):
                 raise cause from None
             raise
 
-    def close(self) -> None:
+    def _release_scorers(self) -> None:
         for pool in self._pools.values():
             for actor in pool:
                 self.ray.kill(actor)
         self._pools.clear()
+
+    def close(self) -> None:
+        self._release_scorers()
         if self._started_here:
             self.ray.shutdown()
 

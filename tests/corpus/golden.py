@@ -72,8 +72,15 @@ def write_inputs(directory: Path, broken: bool) -> list[str]:
 
 
 def case_config(name: str, input_dir: Path, out: Path) -> RewriteConfig:
+    """The case's job over the fixture corpus in `input_dir` (written there unless already there:
+    a resumed job must find its inputs unchanged)."""
     case = dict(CASES[name])
-    inputs = write_inputs(input_dir, case.pop("broken", False))
+    broken = case.pop("broken", False)
+    if input_dir.is_dir():
+        names = ["a.jsonl", "b.jsonl.zst", *(["broken.jsonl.zst"] if broken else []), "c.parquet"]
+        inputs = [str(input_dir / n) for n in names]
+    else:
+        inputs = write_inputs(input_dir, broken)
     return RewriteConfig.model_validate(
         {"inputs": inputs, "output": str(out), "chunk_docs": CHUNK_DOCS, **case}
     )
