@@ -27,6 +27,7 @@ import sys
 # Run as `python bench/ray_rewrite.py`, this file's folder comes first on sys.path, and
 # bench/scoring.py would shadow the `scoring` package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
 import json
@@ -43,7 +44,7 @@ from corpus.executor.ray import RayExecutor, require_ray
 from corpus.rewrite import RewriteResult, run_rewrite
 from scoring import EngineConfig
 from scoring.config import PairSpec
-from scoring.synthetic import build_tokenizer, save_random_llama
+from tests.synthetic import build_tokenizer, save_random_llama
 
 WORDS = "the a of model teacher reference score corpus token document learn data read write ray".split()
 

@@ -50,7 +50,7 @@ def generate_corpus(directory: Path, docs: int, shards: int, mean_words: int, se
 
 
 def synthetic_pair(directory: Path, hidden: int, layers: int) -> tuple[Path, Path]:
-    from scoring.synthetic import build_tokenizer, save_random_llama
+    from tests.synthetic import build_tokenizer, save_random_llama
 
     tok = build_tokenizer()
     teacher = save_random_llama(directory / "teacher", tok, hidden_size=hidden, num_layers=layers, seed=1)
