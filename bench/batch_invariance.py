@@ -23,6 +23,7 @@ import os
 import sys
 
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
 import platform
@@ -58,7 +59,7 @@ def cpu_line() -> str:
 
 def pick_pair(args: argparse.Namespace) -> tuple[Path, Path, list[str]]:
     if args.tiny:
-        from scoring.synthetic import build_tokenizer, save_random_llama
+        from tests.synthetic import build_tokenizer, save_random_llama
 
         root = Path(tempfile.mkdtemp(prefix="batch-invariance-"))
         tok = build_tokenizer()

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from scoring.models import resolve_dtype
-from scoring.synthetic import build_tokenizer, save_random_llama
+from tests.synthetic import build_tokenizer, save_random_llama
 
 TEST_DTYPES = ("auto", "float32", "bfloat16")
 
