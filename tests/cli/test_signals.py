@@ -42,11 +42,11 @@ def test_score_stopped_by_sigterm_while_writing_leaves_no_temporary(
     data = write_jsonl(tmp_path / "in.jsonl", make_rows(40))
     out = tmp_path / "out" / "scores.parquet"
     argv = ["score", *engine_args(tiny_pair), "--chunk-docs", "10", "-o", str(out), str(data)]
-    proc = run_signalled(signal.SIGTERM, 2, argv)  # the second chunk is in .scores.parquet.PID.tmp
+    proc = run_signalled(signal.SIGTERM, 2, argv)  # the second chunk file in the scratch directory
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == "reweigh score: terminated"
     assert leftovers(tmp_path) == []
-    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # neither the output nor the scratch directory beside it
 
 
 # Ctrl-C (SIGINT) already unwound through `finally` as KeyboardInterrupt; SIGTERM killed the process
