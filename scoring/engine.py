@@ -13,12 +13,19 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from scoring.batching import Window, bucket_batches, document_windows
+from scoring.batching import PaddedBatch, Window, bucket_batches, document_windows
 from scoring.cache import ScoreCache
 from scoring.config import EngineConfig
 from scoring.errors import ConfigError, VocabularyMismatchError
 from scoring.fingerprint import Fingerprint, model_identity, tokenizer_sha256
-from scoring.models import ScoringModel, context_length, load_tokenizer, resolve_device, resolve_dtype
+from scoring.models import (
+    ScoringModel,
+    check_model_source,
+    context_length,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
 from scoring.protocols import ProgressFn
 from scoring.types import STATUS_BLANK, STATUS_EMPTY, DocScore, content_hash
 
@@ -111,15 +118,19 @@ class ScoringEngine:
         reference_revision: str | None = None,
     ) -> ScoringEngine:
         config = config or EngineConfig()
+        check_model_source(teacher, "teacher")
+        check_model_source(reference, "reference")
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        tok_t = load_tokenizer(teacher, teacher_revision)
-        tok_r = load_tokenizer(reference, reference_revision)
+        tok_t = load_tokenizer(teacher, teacher_revision, "teacher")
+        tok_r = load_tokenizer(reference, reference_revision, "reference")
         check_same_vocabulary(tok_t, tok_r, str(teacher), str(reference))
-        t_model = ScoringModel.load(teacher, dtype=dtype, device=device, revision=teacher_revision)
-        r_model = ScoringModel.load(reference, dtype=dtype, device=device, revision=reference_revision)
+        t_model = ScoringModel.load(teacher, dtype=dtype, device=device, revision=teacher_revision, role="teacher")
+        r_model = ScoringModel.load(
+            reference, dtype=dtype, device=device, revision=reference_revision, role="reference"
+        )
         limits = [x for x in (context_length(t_model.config), context_length(r_model.config)) if x]
         model_limit = min(limits) if limits else DEFAULT_MAX_LENGTH
         if config.max_length is not None and config.max_length > model_limit:
@@ -139,6 +150,7 @@ class ScoringEngine:
             max_length=max_length,
             window_overlap=overlap,
             cpu_threads=torch.get_num_threads() if device.type == "cpu" else None,
+            batch_invariant=config.batch_invariant,
         )
         if cache is not None and not isinstance(cache, ScoreCache):
             cache = ScoreCache(cache)
@@ -199,7 +211,7 @@ class ScoringEngine:
             if empty:
                 progress(empty, 0)
         with torch.inference_mode():
-            for batch in bucket_batches(windows, self.config.token_budget, self.pad_id):
+            for batch in self._batches(windows):
                 started = time.perf_counter()
                 t_rows = self.teacher.row_logprob_sums(batch, self.chunk_tokens)
                 r_rows = self.reference.row_logprob_sums(batch, self.chunk_tokens)
@@ -231,6 +243,12 @@ class ScoringEngine:
                     DocScore.from_logprobs(n, teacher_sum_per_doc[doc] / n, reference_sum_per_doc[doc] / n)
                 )
         return results
+
+    def _batches(self, windows: list[Window]) -> list[PaddedBatch]:
+        if self.config.batch_invariant:
+            # One window per batch and no padding: the kernels see shapes that only the window decides.
+            return [PaddedBatch.from_windows([w], self.pad_id) for w in windows]
+        return bucket_batches(windows, self.config.token_budget, self.pad_id)
 
     def close(self) -> None:
         if self.cache is not None:
