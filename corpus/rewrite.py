@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from corpus import confine
 from corpus.fsutil import dumps_json, remove_stale_tmp, sha256_file, write_json_atomic
 from corpus.manifest import (
     MANIFEST_NAME,
@@ -194,6 +195,7 @@ def run_rewrite(
     finds them done, so selection, shards and manifest come from this one code path."""
     started = time.perf_counter()
     out = Path(config.output)
+    confine.check(out)  # under the service's confinement: the output may have been swapped since submit
     fingerprint = job_fingerprint(config, engine)
     identity = _job_identity(config, fingerprint)
     if _claim_directory(out, identity, config.overwrite) and (out / MANIFEST_NAME).is_file():

@@ -7,25 +7,37 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, WithJsonSchema
 
 from corpus.sampler import SelectionConfig
+from service.fields import CleanStr, refuse_surrogates
 
 MAX_ID_CHARS = 512
+# Integer ids fit in 64 bits (what parquet, Arrow and most clients store); bigger ones are refused.
+MAX_ID_INT = 2**63 - 1
 
 
 def _document_id(value: Any) -> str | int:
     # One validator rather than a `str | int` union: a bad id then yields one error naming
     # `documents[i].id`, not one per union branch.
     if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        return refuse_surrogates(value)
+    if isinstance(value, int) and not isinstance(value, bool) and -MAX_ID_INT - 1 <= value <= MAX_ID_INT:
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError(f"must be a string of at most {MAX_ID_CHARS} characters or an integer")
+    raise ValueError(
+        f"must be a string of at most {MAX_ID_CHARS} characters or an integer in [-2^63, 2^63 - 1]"
+    )
 
 
 # Ids are echoed back; bounded so that a request cannot smuggle a megabyte through them.
 DocumentId = Annotated[
     str | int,
     PlainValidator(_document_id),
-    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": MAX_ID_CHARS}, {"type": "integer"}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_ID_CHARS},
+                {"type": "integer", "minimum": -MAX_ID_INT - 1, "maximum": MAX_ID_INT},
+            ]
+        }
+    ),
 ]
 
 
@@ -49,7 +61,7 @@ class ScoreResponse(BaseModel):
     documents: list[DocumentScore]
 
 
-_PathStr = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+_PathStr = Annotated[CleanStr, StringConstraints(min_length=1, max_length=4096)]
 
 
 class JobRequest(_Request):
@@ -57,8 +69,8 @@ class JobRequest(_Request):
     output: _PathStr = Field(description="output directory under a data root (one job per directory)")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    text_field: str = Field(default="text", min_length=1, max_length=256)
-    id_field: str = Field(default="id", min_length=1, max_length=256)
+    text_field: CleanStr = Field(default="text", min_length=1, max_length=256)
+    id_field: CleanStr = Field(default="id", min_length=1, max_length=256)
     shard_rows: int | None = Field(default=None, ge=1, le=2**62)
     shard_bytes: int | None = Field(default=None, ge=1, le=2**62)
     on_error: Literal["fail", "skip"] = "fail"
@@ -81,7 +93,8 @@ class JobProgress(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled", "superseded"]
+    owner: str = Field(description="the name of the API key that created the job")
     request: dict[str, Any]
     created_at: float
     started_at: float | None
@@ -112,12 +125,14 @@ class ErrorBody(BaseModel):
 
 
 _ERROR_DESCRIPTIONS = {
-    400: "unreadable body (e.g. not UTF-8)",
+    400: "unreadable request",
     401: "missing or invalid API key",
     403: "a path outside the data roots",
     404: "not found",
     409: "not allowed in the job's current state",
+    410: "the job was superseded: a later job of the same key overwrote its output",
     413: "request body over the size limit",
+    416: "a Range outside the file (Content-Range names its size)",
     422: "invalid request; `fields` names what is wrong",
     429: "scoring queue full; retry after Retry-After seconds",
     503: "not ready, engine out of service, or no answer within the request timeout; see Retry-After",
