@@ -42,6 +42,7 @@ from scoring.errors import (
 )
 from service.batcher import JobEngine
 from service.keys import Principal
+from service.paths import scrub
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -368,7 +369,8 @@ class JobRunner:
             if latest:
                 self.store.set_progress(job.id, _progress_dict(latest[0]))
             phase = f" (while {latest[0].phase})" if latest else ""
-            self.store.finish(job.id, "failed", error + phase)
+            # Clients read it: paths relative to the data roots, as they named them.
+            self.store.finish(job.id, "failed", scrub(error, self.roots) + phase)
 
         try:
             with confine.confined_to(self.roots):

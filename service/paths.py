@@ -18,6 +18,13 @@ from pathlib import Path, PurePosixPath
 from scoring.errors import ConfigError, InputError, PathNotAllowedError
 
 
+def scrub(text: str, roots: Sequence[Path]) -> str:
+    """`text` with every root's server path cut out (messages quote the paths they name)."""
+    for root in sorted(roots, key=lambda r: len(str(r)), reverse=True):
+        text = text.replace(str(root) + os.sep, "").replace(str(root), ".")
+    return text
+
+
 class DataRoots:
     def __init__(self, roots: Sequence[Path]) -> None:
         # Roots are compared in resolved form, so a root that is itself a symlink still works.
@@ -59,10 +66,7 @@ class DataRoots:
         return p.name
 
     def scrub(self, text: str) -> str:
-        """`text` with every root's server path cut out (messages quote the paths they name)."""
-        for root in sorted(self.roots, key=lambda r: len(str(r)), reverse=True):
-            text = text.replace(str(root) + os.sep, "")
-        return text
+        return scrub(text, self.roots)
 
     @staticmethod
     def _check_lengths(path: Path, root: Path, raw: str, field: str) -> None:
