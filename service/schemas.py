@@ -65,6 +65,15 @@ _PathStr = Annotated[CleanStr, StringConstraints(min_length=1, max_length=4096)]
 
 
 class JobRequest(_Request):
+    # The example is a real request: it documents the body, and API fuzzers start from it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"inputs": ["docs.jsonl"], "output": "out", "selection": {"method": "top-fraction", "ratio": 0.5}}
+            ]
+        },
+    )
     inputs: list[_PathStr] = Field(min_length=1, max_length=10_000, description="paths under a data root")
     output: _PathStr = Field(description="output directory under a data root (one job per directory)")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scoring.errors import ConfigError, RequestTimeoutError
-from service.batcher import ClientDisconnectedError, EngineWorker
+from service.batcher import EngineWorker
 from service.metrics import Metrics
 from service.settings import load_settings
 from tests.service.conftest import AUTH, KEY, write_jsonl
@@ -53,12 +53,13 @@ def _raw(client: TestClient, path: str, body: str) -> Any:
     "body",
     [
         '{"documents": [{"id": "\\ud800", "text": "w1"}]}',
+        '{"documents": [{"id": 1, "text": "w1 \\ud800 w2"}]}',
         '{"documents": [{"id": 1, "text": "w1 \\udfff w2"}]}',
         '{"documents": [{"id": 1, "text": "w1"}], "\\ud800": 1}',
         '{"documents": [{"id": ' + "9" * 4300 + ', "text": "w1"}]}',
         '{"documents": [{"id": 9223372036854775808, "text": "w1"}]}',
     ],
-    ids=["surrogate-id", "surrogate-text", "surrogate-key", "4300-digit-id", "int64-overflow-id"],
+    ids=["surrogate-id", "high-surrogate-text", "low-surrogate-text", "surrogate-key", "4300-digit-id", "int64-overflow-id"],
 )
 def test_scores_refuse_what_they_cannot_encode_with_a_422(
     client: TestClient, engine: FakeEngine, body: str
@@ -147,6 +148,8 @@ def test_abandoned_work_leaves_the_queue_within_one_slice(
 
 
 def test_a_client_that_disconnects_abandons_its_queued_work() -> None:
+    from service.batcher import ClientDisconnectedError
+
     engine = FakeEngine(delay_s=0.3)
     worker = EngineWorker(
         engine, Metrics(), wait_s=0.0, max_batch_documents=64, max_queued_documents=8, batches_per_job_chunk=2
