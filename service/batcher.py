@@ -91,7 +91,7 @@ class EngineWorker:
         max_batch_documents: int,
         max_queued_documents: int,
         batches_per_job_chunk: int,
-        slice_chars: int = 262_144,
+        slice_chars: int = 65_536,
     ) -> None:
         self.engine = engine
         self.metrics = metrics

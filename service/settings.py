@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     batches_per_job_chunk: int = Field(default=4, ge=1)
     # The engine works in slices of at most this many characters (one document at least): between
     # slices, work of requests that timed out or disconnected is dropped, and a job's chunk gives way
-    # to waiting HTTP batches. So no request holds the engine for much longer than one slice.
-    engine_slice_chars: int = Field(default=262_144, ge=1)
+    # to waiting HTTP batches. So no request holds the engine for much longer than one slice. The
+    # default is about one engine batch at the default token budget (~4 characters a token).
+    engine_slice_chars: int = Field(default=65_536, ge=1)
 
     # Where `reweigh serve` listens.
     host: str = "127.0.0.1"

@@ -17,8 +17,8 @@ import pytest
 
 from scoring import EngineConfig, ScoringEngine
 from tests.service.conftest import AUTH, KEY, write_jsonl
-from tests.service.test_ownership import KEY2
 from tests.service.live import LiveServer, free_port, serve_command, slow_serve_command
+from tests.service.test_ownership import KEY2
 
 pytestmark = pytest.mark.slow
 
