@@ -198,3 +198,36 @@ def test_a_shard_swapped_for_a_symlink_is_not_served(
     shutil.move(data_root / "o1", tmp_path / "moved")
     (data_root / "o1").symlink_to(tmp_path / "moved")
     assert two_keys.get(f"/v1/manifests/{a['id']}", headers=AUTH).status_code == 403
+
+
+def test_a_job_store_from_before_owners_opens_and_leaves_its_jobs_to_admins(tmp_path: Path) -> None:
+    import sqlite3
+
+    from corpus.rewrite import RewriteConfig
+    from service.jobs import JobStore
+    from service.keys import Principal
+
+    path = tmp_path / "jobs.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, request TEXT NOT NULL, "
+        "config TEXT NOT NULL, output TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, "
+        "finished_at REAL, attempts INTEGER NOT NULL DEFAULT 0, progress TEXT, error TEXT, "
+        "cancel_requested INTEGER NOT NULL DEFAULT 0);"
+    )
+    config = RewriteConfig(inputs=[str(tmp_path / "a.jsonl")], output=str(tmp_path / "o"))
+    old.execute(
+        "INSERT INTO jobs (id, state, request, config, output, created_at) VALUES (?, 'succeeded', '{}', ?, ?, 0)",
+        ("a" * 32, config.model_dump_json(exclude_unset=True), config.output),
+    )
+    old.commit()
+    old.close()
+
+    store = JobStore(path)
+    try:
+        assert store.list_jobs(Principal("alice")) == []
+        assert [j.owner for j in store.list_jobs(Principal("ops", admin=True))] == [""]
+        with pytest.raises(Exception, match="another key"):
+            store.create({"output": "o"}, config, "alice")  # nobody takes over its output
+    finally:
+        store.close()
