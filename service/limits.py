@@ -72,7 +72,9 @@ class JsonBodyMiddleware:
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
             declared = dict(scope.get("headers", [])).get(b"content-type", b"")
             if not _is_json(declared):
-                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+                # In place, not a copy: outer middleware reads what routing writes into this scope
+                # (the metrics' route template).
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
         await self.app(scope, receive, send)
 
 

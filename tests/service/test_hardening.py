@@ -218,6 +218,9 @@ def test_a_body_without_json_content_type_is_read_as_json(client: TestClient) ->
         assert r.status_code == 200, (content_type, r.text)
     r = client.post("/v1/scores", content=b"a=1&b=2", headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 422 and "malformed JSON" in r.json()["detail"]
+    # Still counted under its route, not as an unmatched path.
+    metrics = client.get("/metrics").text
+    assert 'reweigh_http_requests_total{method="POST",route="/v1/scores",status="200"} 3.0' in metrics
 
 
 def test_a_full_disk_names_the_cause_the_file_and_the_phase(
