@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
+
+import pyarrow as pa
 
 from scoring.errors import PathNotAllowedError
 
@@ -69,10 +70,24 @@ def open_read(path: str | Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def map_read(path: str | Path) -> mmap.mmap:
-    """`path` memory-mapped read-only, opened as `open_read` opens it (zero-copy, like pa.memory_map)."""
+def memory_map(path: str | Path) -> pa.MemoryMappedFile:
+    """`pa.memory_map(path)`, opened as `open_read` opens it when confined (native and zero-copy,
+    unlike handing pyarrow a Python file object)."""
+    if _ROOTS.get() is None:
+        return pa.memory_map(str(path))
     with open_read(path) as fh:
-        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        # The descriptor's /proc link reopens the very file that was opened, without resolving the
+        # path again (Linux); elsewhere, fall back to reading through the Python file object.
+        proc = Path(f"/proc/self/fd/{fh.fileno()}")
+        if proc.exists():
+            return pa.memory_map(str(proc))
+        return pa.memory_map(str(check(path)))  # best effort: checked, but not race-free
+
+
+def parquet_source(path: str | Path) -> str | pa.MemoryMappedFile:
+    """What to hand `pq.ParquetFile`: the path itself when not confined (as before), else a file
+    opened under confinement."""
+    return str(path) if _ROOTS.get() is None else memory_map(path)
 
 
 def _root_of(real: Path, roots: Sequence[Path]) -> Path | None:

@@ -255,7 +255,7 @@ def _json_type(value: Any) -> str:
 
 def _parquet_documents(path: Path, text_field: str, id_field: str) -> Iterator[Document]:
     try:
-        pf = pq.ParquetFile(confine.open_read(path))
+        pf = pq.ParquetFile(confine.parquet_source(path))
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read parquet file {str(path)!r}: {exc}") from exc
     _check_text_column(pf.schema_arrow, text_field, path)
@@ -283,8 +283,8 @@ def _datasets_rows(path: Path, files: list[Path], text_field: str, id_field: str
     offset = 0
     for file in files:
         try:
-            reader = pa.ipc.open_stream(pa.py_buffer(confine.map_read(file)))
-        except (OSError, ValueError, pa.ArrowException) as exc:  # ValueError: mmap of an empty file
+            reader = pa.ipc.open_stream(confine.memory_map(file))
+        except (OSError, pa.ArrowException) as exc:
             raise InputError(f"cannot read arrow file {str(file)!r} of {str(path)!r}: {exc}") from exc
         _check_text_column(reader.schema, text_field, file)
         for doc in _batch_documents(_guarded(reader, file, "arrow file"), text_field, id_field, offset):

@@ -287,7 +287,7 @@ class EngineWorker:
             return
         self.metrics.batch_documents.observe(sum(len(r.texts) for r in batch))
         self.metrics.batch_requests.observe(len(batch))
-        # (request, first text, end) per slice, in request order: a slice may span requests.
+        # (request, index of one of its texts), in request order: a slice may span requests.
         pending = [(r, i) for r in batch for i in range(len(r.texts))]
         for piece in slices(pending, self.slice_chars, lambda item: len(item[0].texts[item[1]])):
             with self._cond:

@@ -35,7 +35,7 @@ def test_reads_inside_the_roots_work_and_internal_symlinks_are_followed(layout: 
         for path in (root / "a" / "doc.jsonl", root / "link" / "doc.jsonl"):
             with confine.open_read(path) as fh:
                 assert fh.read() == b"inside"
-        assert bytes(confine.map_read(root / "a" / "doc.jsonl")) == b"inside"
+        assert confine.memory_map(root / "a" / "doc.jsonl").read() == b"inside"
     assert confine.active_roots() is None  # restored on exit
 
 
@@ -71,3 +71,21 @@ def test_a_missing_file_is_an_os_error_not_a_refusal(layout: tuple[Path, Path]) 
     root, _ = layout
     with confine.confined_to([root]), pytest.raises(FileNotFoundError):
         confine.open_read(root / "a" / "missing.jsonl")
+
+
+def test_readers_read_under_confinement_and_refuse_escapes(layout: tuple[Path, Path]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from corpus.readers import read_documents
+
+    root, outside = layout
+    table = pa.table({"id": [1, 2], "text": ["a b", "c d"]})
+    pq.write_table(table, root / "a" / "docs.parquet")
+    pq.write_table(table, outside / "docs.parquet")
+    (root / "a" / "escape.parquet").symlink_to(outside / "docs.parquet")
+    with confine.confined_to([root]):
+        assert [d.text for d in read_documents(root / "a" / "docs.parquet")] == ["a b", "c d"]
+        assert len(list(read_documents(root / "a" / "doc.jsonl"))) == 1  # one (unparsable) line
+        with pytest.raises(PathNotAllowedError):
+            list(read_documents(root / "a" / "escape.parquet"))
