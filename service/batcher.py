@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from scoring.errors import (
     EngineDeadError,
@@ -40,12 +40,12 @@ from scoring.errors import (
     RequestTimeoutError,
     ReweighError,
 )
+from scoring.protocols import ProgressFn, Scorer
 from scoring.types import DocScore
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 # Consecutive failing engine calls after which the engine counts as dead (readyz goes 503).
 DEAD_AFTER_FAILURES = 3
 T = TypeVar("T")
@@ -53,15 +53,6 @@ T = TypeVar("T")
 
 class ClientDisconnectedError(ReweighError):
     """The client closed the connection before its answer was ready (nobody reads the response)."""
-
-
-class Engine(Protocol):
-    """What the service needs of scoring.ScoringEngine (tests pass fakes)."""
-
-    @property
-    def fingerprint(self) -> Any: ...  # .digest, .as_dict()
-
-    def score(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]: ...
 
 
 @dataclass
@@ -84,7 +75,7 @@ class _JobCall:
 class EngineWorker:
     def __init__(
         self,
-        engine: Engine,
+        engine: Scorer,
         metrics: Metrics,
         *,
         wait_s: float,

@@ -6,15 +6,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from corpus.config import RewriteConfig
 from corpus.readers import detect_format
-from corpus.rewrite import RewriteConfig
 from scoring.errors import InputError
 from service.auth import PrincipalDep
 from service.deps import RuntimeDep
 from service.fields import JobId
 from service.jobs import Job
 from service.schemas import JobList, JobProgress, JobRequest, JobView, error_responses
-from service.settings import SettingsDep
 
 # The prefix sits on the router (not on include_router) so that route templates, hence metric
 # labels, carry it.
@@ -62,7 +61,6 @@ def create_job(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    settings: SettingsDep,
     principal: PrincipalDep,
 ) -> JobView:
     # Every path is confined and checked before anything is read or created.
@@ -79,19 +77,7 @@ def create_job(
             raise InputError(f"inputs[{i}]: {body.inputs[i]!r} lies inside the output directory")
     if output.exists() and not output.is_dir():
         raise InputError(f"output: {body.output!r} exists and is not a directory")
-    config = RewriteConfig(
-        inputs=[str(p) for p in inputs],
-        output=str(output),
-        selection=body.selection,
-        seed=body.seed,
-        text_field=body.text_field,
-        id_field=body.id_field,
-        shard_rows=body.shard_rows,
-        shard_bytes=body.shard_bytes,
-        on_error=body.on_error,
-        overwrite=body.overwrite,
-        chunk_docs=body.chunk_docs or settings.job_chunk_docs,
-    )
+    config = RewriteConfig(**{**dict(body), "inputs": [str(p) for p in inputs], "output": str(output)})
     job = runtime.store.create(body.model_dump(mode="json", exclude_unset=True), config, principal.name)
     runtime.runner.notify()
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))

@@ -16,8 +16,8 @@ from fastapi.responses import FileResponse, Response
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from corpus import confine
+from corpus.layout import SHARDS_DIR
 from corpus.manifest import MANIFEST_NAME, Manifest, load_manifest
-from corpus.writers import SHARDS_DIR
 from scoring.errors import InputError, JobStateError, NotFoundError
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
