@@ -256,7 +256,9 @@ def speed(plan: Plan, tokenizer: Any, tmp: Path, report: list[str], device: torc
         sync(device)
         secs = time.perf_counter() - started
         row(f"engine, token budget {budget:,}", secs, tokens, 1.0,
-            f"{engine.fingerprint.dtype}, padding {engine.stats.padding_fraction:.1%}, {engine.stats.batches} batches")
+            f"{engine.fingerprint.dtype}, padding {engine.stats.padding_fraction:.1%}, {engine.stats.batches} batches, "
+            f"{1 - engine.stats.forward_seconds / engine.stats.seconds:.1%} of score() outside the batch loop "
+            "(tokenizing, windowing, batching)")
         if budget == plan.budgets[0]:
             probe = docs[: max(8, len(docs) // 16)]
             kernels, waits = attention_kernels(engine, probe), host_waits(engine, probe)
