@@ -322,14 +322,16 @@ def main() -> None:
               f"{what}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
     started = time.perf_counter()
     tokenizer = build_tokenizer(vocab_size=2000, extra_text=" ".join(__doc__.split()) * 20)
-    with tempfile.TemporaryDirectory() as tmp:
-        parity(plan, tokenizer, Path(tmp), report)
-        print("\n".join(report), flush=True)
-        speed(plan, tokenizer, Path(tmp), report, device)
-    report.append(f"Whole run: {time.perf_counter() - started:.0f} s.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(report) + "\n")
-    print(f"\nwritten {args.out}")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            parity(plan, tokenizer, Path(tmp), report)
+            print("\n".join(report), flush=True)
+            speed(plan, tokenizer, Path(tmp), report, device)
+    finally:  # what was measured before a failure is still worth having
+        report.append(f"Whole run: {time.perf_counter() - started:.0f} s.")
+        args.out.write_text("\n".join(report) + "\n")
+        print(f"\nwritten {args.out}")
 
 
 if __name__ == "__main__":
