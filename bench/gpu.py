@@ -24,6 +24,7 @@ import os
 import sys
 
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
 import math
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from scoring import EngineConfig, ScoringEngine
-from scoring.synthetic import build_tokenizer, save_random_llama
+from tests.synthetic import build_tokenizer, save_random_llama
 
 QWEN_VOCAB = 151_936
 MINIPLM_CHUNK, MINIPLM_BATCH = 1025, 16

@@ -22,6 +22,7 @@ import sys
 # Run as `python bench/scoring.py`, this file's folder comes first on sys.path and its name would
 # shadow the `scoring` package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
 import contextlib
@@ -42,8 +43,8 @@ from transformers import AutoModelForCausalLM
 
 from scoring import ScoringEngine
 from scoring.models import cpu_has_native_bf16, resolve_device, resolve_dtype
-from scoring.synthetic import build_tokenizer, save_random_llama
 from service.commands import score as score_command
+from tests.synthetic import build_tokenizer, save_random_llama
 
 REFERENCE = dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=704)
 SHAPES: dict[str, dict[str, Any]] = {
