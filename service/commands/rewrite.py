@@ -16,6 +16,7 @@ from corpus.config import RayOptions, RewriteConfig, SelectionConfig
 from corpus.executor import Executor, LocalExecutor
 from corpus.rewrite import RewriteProgress, run_rewrite
 from scoring.config import PairSpec
+from service.commands.checks import check_output_path
 from service.commands.config_args import add_model_args, model_kwargs
 from service.commands.engine_args import add_engine_args, pair_from_args
 
@@ -107,6 +108,7 @@ class ProgressBars:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
+    check_output_path(config.output, "--out", directory=True)
     executor, pair = executor_from_args(args, pair_from_args(args))
     bars = ProgressBars(len(config.inputs))
     try:
