@@ -19,11 +19,15 @@ ROOT = Path(os.environ.get("REWEIGH_TEST_ENVS", "~/.cache/reweigh-test-envs")).e
 # CPU torch for the libraries that need it: on this project's machines `torch==2.13.0` resolves to the
 # CPU wheel (as in scripts/setup.sh); a bare `torch` would pull a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
-# (distribution, version verified, extra requirements): the versions the README names.
-LIBRARIES = {
-    "mosaicml-streaming": ("0.13.0", [TORCH]),
-    "megatron-core": ("0.19.2", [TORCH]),
-    "datasets": ("5.2.0", []),
+STUB = Path(__file__).parent / "torchvision_stub"
+# distribution -> (version verified, extra requirements, packages swapped in afterwards): the README
+# names these versions. mosaicml-streaming imports torchvision at top level, and PyPI's torchvision is
+# a CUDA build that cannot load beside CPU torch; its text path never calls torchvision, so here a
+# stand-in takes its place (a trainer's GPU environment has the real one).
+LIBRARIES: dict[str, tuple[str, list[str], list[str]]] = {
+    "mosaicml-streaming": ("0.13.0", [TORCH], [str(STUB)]),
+    "megatron-core": ("0.19.2", [TORCH], []),
+    "datasets": ("5.2.0", [], []),
 }
 READY = ".reweigh-ready"
 
@@ -38,7 +42,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def loader_python(distribution: str) -> Path:
     """The python of `distribution`'s environment, built on first use."""
-    version, extra = LIBRARIES[distribution]
+    version, extra, swaps = LIBRARIES[distribution]
     env = ROOT / f"{distribution}-{version}"
     python = env / "bin" / "python"
     with _locked(ROOT / f".{distribution}-{version}.lock"):
@@ -49,6 +53,8 @@ def loader_python(distribution: str) -> Path:
                 [sys.executable, "-m", "venv", str(env)],
                 [str(python), "-m", "pip", "install", "-q", *extra, f"{distribution}=={version}"],
             ]
+            if swaps:
+                steps.append([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", *swaps])
             with log.open("w") as out:
                 for step in steps:
                     done = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
