@@ -12,10 +12,7 @@ import os
 import typing
 from typing import Any
 
-from pydantic import ValidationError
-
-from corpus.export import EXPORTERS, ExportConfig, run_export
-from scoring.errors import ConfigError
+from corpus.export import EXPORTERS, ExportConfig, export_config, run_export
 
 _POSITIONAL = "manifest"
 
@@ -53,10 +50,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
     values: dict[str, Any] = {k: getattr(args, k) for k in ExportConfig.model_fields if hasattr(args, k)}
     if values["format"] == "megatron" and values.get("tokenizer") is None and os.environ.get("REWEIGH_TEACHER"):
         values["tokenizer"] = os.environ["REWEIGH_TEACHER"]  # the teacher's tokenizer, as the service has it
-    try:
-        return ExportConfig(**values)
-    except ValidationError as exc:
-        raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
+    return export_config(**values)
 
 
 def run(args: argparse.Namespace) -> int:
