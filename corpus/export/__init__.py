@@ -15,7 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corpus.export.common import EXPORT_RECORD, ExportConfig, ExportFormat, ManifestSource, staged_directory
+from corpus.export.common import (
+    EXPORT_RECORD,
+    ExportConfig,
+    ExportFormat,
+    ManifestSource,
+    export_config,
+    staged_directory,
+)
 from corpus.export.hf import export_hf
 from corpus.export.mds import export_mds
 from corpus.export.megatron import export_megatron
@@ -32,4 +39,4 @@ def run_export(config: ExportConfig) -> dict[str, Any]:
         return EXPORTERS[config.format](config, source, directory)
 
 
-__all__ = ["EXPORTERS", "EXPORT_RECORD", "ExportConfig", "ExportFormat", "run_export"]
+__all__ = ["EXPORTERS", "EXPORT_RECORD", "ExportConfig", "ExportFormat", "export_config", "run_export"]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from corpus.fsutil import dumps_json, write_bytes_atomic
 from corpus.manifest import MANIFEST_NAME, Manifest, is_url, load_manifest, resolve_shard, shard_base
@@ -60,6 +60,14 @@ class ExportConfig(BaseModel):
         if self.format != "megatron" and (self.tokenizer is not None or self.allow_other_tokenizer):
             raise ConfigError(f"tokenizer={self.tokenizer!r} is only used by format='megatron', not {self.format!r}")
         return self
+
+
+def export_config(**values: Any) -> ExportConfig:
+    """ExportConfig from untyped values (CLI flags, an HTTP body): a bad one is a ConfigError naming it."""
+    try:
+        return ExportConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ STUB = Path(__file__).parent / "torchvision_stub"
 # stand-in takes its place (a trainer's GPU environment has the real one).
 LIBRARIES: dict[str, tuple[str, list[str], list[str]]] = {
     "mosaicml-streaming": ("0.13.0", [TORCH], [str(STUB)]),
-    "megatron-core": ("0.19.2", [TORCH], []),
+    "megatron-core": ("0.16.1", [TORCH], []),  # the newest for Python 3.11 (0.17+ need 3.12)
     "datasets": ("5.2.0", [], []),
 }
 READY = ".reweigh-ready"

@@ -30,12 +30,13 @@ def test_streaming_dataset_epoch_is_the_expanded_multiset(job: Path, tmp_path: P
 _MDS_WRITER = """
 import json, os, sys
 from streaming import MDSWriter
-rows_file, out, size_limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with open(rows_file) as fh:
-    spec = json.load(fh)
-with MDSWriter(columns=spec["columns"], out=out, size_limit=size_limit) as writer:
-    for row in spec["rows"]:
-        writer.write(row)
+spec_file, size_limit = sys.argv[1], int(sys.argv[2])
+with open(spec_file) as fh:
+    streams = json.load(fh)
+for stream in streams:
+    with MDSWriter(columns=stream["columns"], out=stream["out"], size_limit=size_limit) as writer:
+        for row in stream["rows"]:
+            writer.write(row)
 """
 
 
@@ -45,21 +46,22 @@ def test_mds_bytes_equal_streamings_own_writer(job: Path, tmp_path: Path) -> Non
     python = loader_python("mosaicml-streaming")
     out = tmp_path / "mds"
     run_export(ExportConfig(format="mds", manifest=str(job), out=str(out), mds_shard_bytes=4096))
-    for stream in json.loads((out / "streams.json").read_text())["streams"].values():
-        index = json.loads((out / stream["local"] / "index.json").read_text())
-        shard = index["shards"][0]
-        columns = dict(zip(shard["column_names"], shard["column_encodings"], strict=True))
-        rows = [
-            r
-            for s in load_manifest(job).shards
-            for r in pq.read_table(job / s.path).to_pylist()
-            if r["repeats"] == stream["repeat"]
-        ]
-        spec = tmp_path / f"{stream['local']}.json"
-        spec.write_text(json.dumps({"columns": columns, "rows": rows}))
-        reference = tmp_path / "reference" / stream["local"]
-        subprocess.run([str(python), "-c", _MDS_WRITER, str(spec), str(reference), "4096"], check=True, timeout=300)
-        assert tree_bytes(reference) == tree_bytes(out / stream["local"])
+    rows = [r for s in load_manifest(job).shards for r in pq.read_table(job / s.path).to_pylist()]
+    streams = json.loads((out / "streams.json").read_text())["streams"].values()
+    spec = []
+    for stream in streams:
+        shard = json.loads((out / stream["local"] / "index.json").read_text())["shards"][0]
+        spec.append(
+            {
+                "columns": dict(zip(shard["column_names"], shard["column_encodings"], strict=True)),
+                "out": str(tmp_path / "reference" / stream["local"]),
+                "rows": [r for r in rows if r["repeats"] == stream["repeat"]],  # in manifest order
+            }
+        )
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    subprocess.run([str(python), "-c", _MDS_WRITER, str(tmp_path / "spec.json"), "4096"], check=True, timeout=600)
+    for stream in streams:
+        assert tree_bytes(tmp_path / "reference" / stream["local"]) == tree_bytes(out / stream["local"])
 
 
 def test_hf_load_dataset_epoch_is_the_expanded_multiset(job: Path, tmp_path: Path) -> None:

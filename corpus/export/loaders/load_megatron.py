@@ -20,7 +20,7 @@ from typing import Any
 
 from export_versions import check_version
 
-DISTRIBUTION, MINIMUM, BELOW = "megatron-core", "0.19", "0.20"
+DISTRIBUTION, MINIMUM, BELOW = "megatron-core", "0.16", "0.20"
 
 
 def blend(root: str) -> tuple[list[str], list[float]]:
