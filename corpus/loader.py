@@ -82,11 +82,15 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.columns, self.verify = columns, verify
         if (tokenizer is None) != (seq_len is None):
-            raise ConfigError(f"tokenizer={type(tokenizer).__name__} and seq_len={seq_len}: give both or neither")
+            raise ConfigError(
+                f"tokenizer={type(tokenizer).__name__} and seq_len={seq_len}: give both or neither"
+            )
         if tokenizer is not None and columns is not None:
             raise ConfigError(f"columns={columns} has no use with packing (blocks hold token ids only)")
         text_field = self.manifest.fingerprint.get("text_field", "text")
-        self.packing = None if tokenizer is None or seq_len is None else Packing(tokenizer, seq_len, text_field)
+        self.packing = (
+            None if tokenizer is None or seq_len is None else Packing(tokenizer, seq_len, text_field)
+        )
         wanted = [text_field] if self.packing is not None else columns
         # Read with each row group: the wanted columns and `repeats` (dropped again if not wanted).
         self._read_columns = None if wanted is None else list(dict.fromkeys([*wanted, "repeats"]))
@@ -109,7 +113,9 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
     def __len__(self) -> int:
         """Documents of this rank's epoch (with packing, blocks are not known before tokenizing)."""
         if self.packing is not None:
-            raise TypeError("a packed ManifestDataset has no length before it is read (blocks depend on tokens)")
+            raise TypeError(
+                "a packed ManifestDataset has no length before it is read (blocks depend on tokens)"
+            )
         lo, hi = self._rank_range()
         return hi - lo
 
@@ -220,7 +226,11 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
             raise InputError(
                 f"shard {opened.location!r} holds {documents} documents, the manifest says {entry.documents}"
             )
-        order = self._rng(1, shard).permutation(len(repeats_per_group)) if self.shuffle else range(len(repeats_per_group))
+        order = (
+            self._rng(1, shard).permutation(len(repeats_per_group))
+            if self.shuffle
+            else range(len(repeats_per_group))
+        )
         group_start = 0
         for g in order:
             repeats = repeats_per_group[int(g)]

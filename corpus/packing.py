@@ -30,7 +30,9 @@ class Packing:
             raise ConfigError(f"seq_len={self.seq_len} must be at least 1")
         eos = getattr(self.tokenizer, "eos_token_id", None)
         if eos is None:
-            raise ConfigError(f"tokenizer {type(self.tokenizer).__name__} has no eos_token_id to join documents with")
+            raise ConfigError(
+                f"tokenizer {type(self.tokenizer).__name__} has no eos_token_id to join documents with"
+            )
         self.eos_id = int(eos)
         pad = getattr(self.tokenizer, "pad_token_id", None)
         self.pad_id = self.eos_id if pad is None else int(pad)

@@ -50,9 +50,10 @@ def _download(url: str, headers: dict[str, str] | None, directory: str | None) -
     fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".parquet", dir=directory)
     path, digest = Path(name), hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, httpx.stream(
-            "GET", url, headers=headers, timeout=60.0, follow_redirects=True
-        ) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.stream("GET", url, headers=headers, timeout=60.0, follow_redirects=True) as response,
+        ):
             if response.status_code == 404:
                 raise NotFoundError(f"{url!r} not found (HTTP 404)")
             if response.status_code >= 400:
@@ -70,7 +71,12 @@ def _download(url: str, headers: dict[str, str] | None, directory: str | None) -
 
 
 def open_shard(
-    base: str, entry: ShardEntry, *, headers: dict[str, str] | None, verify: bool, spool_dir: str | None = None
+    base: str,
+    entry: ShardEntry,
+    *,
+    headers: dict[str, str] | None,
+    verify: bool,
+    spool_dir: str | None = None,
 ) -> OpenShard:
     location = resolve_shard(base, entry.path)
     temporary = None

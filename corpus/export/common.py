@@ -48,7 +48,8 @@ class ExportConfig(BaseModel):
         default=None, description="megatron: a tokenizer directory (default: the service's teacher)"
     )
     allow_other_tokenizer: bool = Field(
-        default=False, description="megatron: accept a tokenizer whose vocabulary differs from the scoring pair's"
+        default=False,
+        description="megatron: accept a tokenizer whose vocabulary differs from the scoring pair's",
     )
     mds_shard_bytes: int = Field(default=1 << 26, ge=1 << 10, lt=1 << 32)
     hf_shard_rows: int = Field(default=100_000, ge=1)
@@ -58,7 +59,9 @@ class ExportConfig(BaseModel):
         if is_url(self.manifest):
             raise ConfigError(f"manifest={self.manifest!r}: exports read a local manifest, not a URL")
         if self.format != "megatron" and (self.tokenizer is not None or self.allow_other_tokenizer):
-            raise ConfigError(f"tokenizer={self.tokenizer!r} is only used by format='megatron', not {self.format!r}")
+            raise ConfigError(
+                f"tokenizer={self.tokenizer!r} is only used by format='megatron', not {self.format!r}"
+            )
         return self
 
 
@@ -116,7 +119,9 @@ class ManifestSource:
         for entry in self.manifest.shards:
             path = Path(resolve_shard(self.base, entry.path))
             if _sha256(path) != entry.sha256:
-                raise InputError(f"shard {str(path)!r} does not match the manifest's sha256 (changed or truncated)")
+                raise InputError(
+                    f"shard {str(path)!r} does not match the manifest's sha256 (changed or truncated)"
+                )
             documents = 0
             parquet = pq.ParquetFile(path)
             for i in range(parquet.num_row_groups):
@@ -125,7 +130,9 @@ class ManifestSource:
                 documents += int(pc.sum(repeats).as_py() or 0)
                 for r in pc.unique(repeats).to_pylist():
                     if r is None or r < 1:
-                        raise InputError(f"shard {str(path)!r} has a row with repeats={r!r}; kept rows repeat >= 1")
+                        raise InputError(
+                            f"shard {str(path)!r} has a row with repeats={r!r}; kept rows repeat >= 1"
+                        )
                     for part in batch.filter(pc.equal(repeats, r)).to_batches():
                         yield int(r), part
             if documents != entry.documents:
@@ -170,7 +177,9 @@ def copy_loader_script(name: str, directory: Path) -> str:
     return name
 
 
-def write_record(directory: Path, config: ExportConfig, source: ManifestSource, body: dict[str, Any]) -> dict[str, Any]:
+def write_record(
+    directory: Path, config: ExportConfig, source: ManifestSource, body: dict[str, Any]
+) -> dict[str, Any]:
     """`export.json`: which manifest (by digest) this export reproduces, and how; written last."""
     record = {
         "format": EXPORT_FORMAT,

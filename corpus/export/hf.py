@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -67,7 +66,9 @@ def export_hf(config: ExportConfig, source: ManifestSource, directory: Path) -> 
     try:
         for repeats, batch in source.batches():
             if repeats not in writers:
-                writers[repeats] = _SplitWriter(directory / DATA_DIR / group_name(repeats), config.hf_shard_rows)
+                writers[repeats] = _SplitWriter(
+                    directory / DATA_DIR / group_name(repeats), config.hf_shard_rows
+                )
             writers[repeats].write(batch)
             stats.add(repeats, batch.num_rows, column_sum(batch, "n_tokens"))
     finally:
@@ -76,11 +77,19 @@ def export_hf(config: ExportConfig, source: ManifestSource, directory: Path) -> 
     groups = stats.groups()
     check_expanded_totals(source, groups)
     probabilities = interleave_probabilities(groups)
-    (directory / "README.md").write_text(dataset_card(groups, probabilities, source.manifest.totals.documents_out))
+    (directory / "README.md").write_text(
+        dataset_card(groups, probabilities, source.manifest.totals.documents_out)
+    )
     loader = copy_loader_script(LOADER, directory)
     body = {
         "groups": [
-            {"name": g.name, "repeats": g.repeats, "rows": g.rows, "documents": g.rows * g.repeats, "n_tokens": g.tokens}
+            {
+                "name": g.name,
+                "repeats": g.repeats,
+                "rows": g.rows,
+                "documents": g.rows * g.repeats,
+                "n_tokens": g.tokens,
+            }
             for g in groups
         ],
         "interleave_probabilities": probabilities,
@@ -104,7 +113,8 @@ def dataset_card(groups: list[Group], probabilities: list[float], documents: int
         ]
     }
     rows = "\n".join(
-        f"| `{g.name}` | {g.repeats} | {g.rows} | {p:.6f} |" for g, p in zip(groups, probabilities, strict=True)
+        f"| `{g.name}` | {g.repeats} | {g.rows} | {p:.6f} |"
+        for g, p in zip(groups, probabilities, strict=True)
     )
     return f"""---
 {yaml.safe_dump(configs, sort_keys=False)}---

@@ -149,7 +149,9 @@ def export_mds(config: ExportConfig, source: ManifestSource, directory: Path) ->
     for repeats, batch in source.batches():
         writer = writers.get(repeats)
         if writer is None:
-            writer = writers[repeats] = _StreamWriter(directory / group_name(repeats), encodings, config.mds_shard_bytes)
+            writer = writers[repeats] = _StreamWriter(
+                directory / group_name(repeats), encodings, config.mds_shard_bytes
+            )
         for row in batch.to_pylist():
             writer.write(row)
         stats.add(repeats, batch.num_rows, column_sum(batch, "n_tokens"))
@@ -162,7 +164,10 @@ def export_mds(config: ExportConfig, source: ManifestSource, directory: Path) ->
     (directory / "streams.yaml").write_text(yaml.safe_dump(streams, sort_keys=False))
     loader = copy_loader_script(LOADER, directory)
     return write_record(
-        directory, config, source, {"groups": [_group_json(g) for g in groups], "streams": "streams.json", "loader": loader}
+        directory,
+        config,
+        source,
+        {"groups": [_group_json(g) for g in groups], "streams": "streams.json", "loader": loader},
     )
 
 
@@ -173,4 +178,10 @@ def streams_config(groups: list[Group]) -> dict[str, Any]:
 
 
 def _group_json(g: Group) -> dict[str, Any]:
-    return {"name": g.name, "repeats": g.repeats, "rows": g.rows, "documents": g.rows * g.repeats, "n_tokens": g.tokens}
+    return {
+        "name": g.name,
+        "repeats": g.repeats,
+        "rows": g.rows,
+        "documents": g.rows * g.repeats,
+        "n_tokens": g.tokens,
+    }

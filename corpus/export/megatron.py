@@ -77,12 +77,18 @@ def load_tokenizer(config: ExportConfig, source: ManifestSource) -> Any:
     from scoring.fingerprint import tokenizer_sha256
 
     if config.tokenizer is None:
-        raise ConfigError("format='megatron' tokenizes: give tokenizer= (--tokenizer DIR, e.g. the teacher's)")
+        raise ConfigError(
+            "format='megatron' tokenizes: give tokenizer= (--tokenizer DIR, e.g. the teacher's)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer {config.tokenizer!r} has no EOS token to end documents with")
     scored_with = source.manifest.fingerprint.get("engine", {}).get("tokenizer_sha256")
-    if not config.allow_other_tokenizer and scored_with is not None and tokenizer_sha256(tokenizer) != scored_with:
+    if (
+        not config.allow_other_tokenizer
+        and scored_with is not None
+        and tokenizer_sha256(tokenizer) != scored_with
+    ):
         raise ConfigError(
             f"tokenizer {config.tokenizer!r} (sha256 {tokenizer_sha256(tokenizer)[:12]}) is not the one the "
             f"manifest was scored with (sha256 {scored_with[:12]}); pass allow_other_tokenizer=True "

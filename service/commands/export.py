@@ -48,7 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ExportConfig:
     values: dict[str, Any] = {k: getattr(args, k) for k in ExportConfig.model_fields if hasattr(args, k)}
-    if values["format"] == "megatron" and values.get("tokenizer") is None and os.environ.get("REWEIGH_TEACHER"):
+    if (
+        values["format"] == "megatron"
+        and values.get("tokenizer") is None
+        and os.environ.get("REWEIGH_TEACHER")
+    ):
         values["tokenizer"] = os.environ["REWEIGH_TEACHER"]  # the teacher's tokenizer, as the service has it
     return export_config(**values)
 

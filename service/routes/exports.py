@@ -54,7 +54,9 @@ def export_records(output: Path) -> list[dict[str, Any]]:
     summary="export a finished job for mosaicml-streaming (mds), Megatron (megatron) or HF datasets (hf)",
     responses=error_responses(404, 409, 503, e409="the job has not succeeded, or the export exists"),
 )
-def create_export(job_id: str, body: ExportRequest, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+def create_export(
+    job_id: str, body: ExportRequest, runtime: RuntimeDep, settings: SettingsDep
+) -> dict[str, Any]:
     output = _succeeded_output(runtime, job_id)
     options = body.model_dump(exclude_none=True)
     config = export_config(
@@ -65,11 +67,16 @@ def create_export(job_id: str, body: ExportRequest, runtime: RuntimeDep, setting
         **options,
     )
     if Path(config.out).exists() and not config.overwrite:
-        raise JobStateError(f"job {job_id} already has a {body.format} export; pass overwrite=true to redo it")
+        raise JobStateError(
+            f"job {job_id} already has a {body.format} export; pass overwrite=true to redo it"
+        )
     return {"directory": config.out, **run_export(config)}
 
 
-@router.get("/jobs/{job_id}/exports", summary="a finished job's exports (their export.json records)",
-            responses=error_responses(404, 409, 503))
+@router.get(
+    "/jobs/{job_id}/exports",
+    summary="a finished job's exports (their export.json records)",
+    responses=error_responses(404, 409, 503),
+)
 def list_exports(job_id: str, runtime: RuntimeDep) -> list[dict[str, Any]]:
     return export_records(_succeeded_output(runtime, job_id))

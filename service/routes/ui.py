@@ -59,9 +59,13 @@ def login_form(request: Request) -> Response:
 @login_router.post("/login", response_class=HTMLResponse)
 def login(request: Request, key: Annotated[str, Form()], settings: SettingsDep) -> Response:
     if settings.api_key_values and not key_matches(key.encode(), settings.api_key_values):
-        return templates.TemplateResponse(request, "login.html", {"error": "that key is not valid"}, status_code=401)
+        return templates.TemplateResponse(
+            request, "login.html", {"error": "that key is not valid"}, status_code=401
+        )
     response = RedirectResponse(str(request.url_for("jobs_page")), status_code=303)
-    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/ui", secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE, key, httponly=True, samesite="strict", path="/ui", secure=request.url.scheme == "https"
+    )
     return response
 
 
@@ -98,7 +102,9 @@ def source_shares(output: Path) -> list[tuple[str, int, float]]:
         if column is None:
             return []
         table = parquet.read(columns=[column, "repeats"])
-        for value, repeats in zip(table.column(column).to_pylist(), table.column("repeats").to_pylist(), strict=True):
+        for value, repeats in zip(
+            table.column(column).to_pylist(), table.column("repeats").to_pylist(), strict=True
+        ):
             source = value.get("source") if isinstance(value, dict) else value
             if source is None and column == "meta":
                 source = "(none)"
@@ -157,5 +163,3 @@ def job_plot(job_id: str, name: str, runtime: RuntimeDep) -> FileResponse:
 @router.get("/static/style.css", name="ui_style")
 def style() -> FileResponse:
     return FileResponse(Path(__file__).parent.parent / "static" / "style.css", media_type="text/css")
-
-

@@ -201,7 +201,11 @@ def small_groups(job: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     shards = []
     for s in m.shards:
         pq.write_table(pq.read_table(copy / s.path), copy / s.path, row_group_size=2)
-        shards.append(s.model_copy(update={"sha256": sha256_file(copy / s.path), "bytes": (copy / s.path).stat().st_size}))
+        shards.append(
+            s.model_copy(
+                update={"sha256": sha256_file(copy / s.path), "bytes": (copy / s.path).stat().st_size}
+            )
+        )
     write_manifest(copy, m.model_copy(update={"shards": shards}))
     return copy
 
@@ -219,7 +223,9 @@ def test_reads_row_groups_not_whole_shards(small_groups: Path, monkeypatch: pyte
     monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("a whole shard was read"))
     seen: Counter[str] = Counter()
     for rank in range(2):
-        seen.update(ids(loader(ManifestDataset(small_groups, rank=rank, world_size=2, seed=1, batch_size=2), 0)))
+        seen.update(
+            ids(loader(ManifestDataset(small_groups, rank=rank, world_size=2, seed=1, batch_size=2), 0))
+        )
     assert seen == expected(small_groups)
     assert reads and max(reads) == 2
 
@@ -258,7 +264,9 @@ def _packed_loader(ds: ManifestDataset, workers: int) -> DataLoader:
     return DataLoader(ds, batch_size=ds.batch_size, num_workers=workers, **kw)
 
 
-def test_packed_blocks_hold_every_token_once_across_ranks_and_workers(small_groups: Path, tiny_tokenizer) -> None:
+def test_packed_blocks_hold_every_token_once_across_ranks_and_workers(
+    small_groups: Path, tiny_tokenizer
+) -> None:
     seen: Counter[int] = Counter()
     for rank in range(2):
         ds = ManifestDataset(
@@ -281,7 +289,10 @@ def test_packed_blocks_resume_exactly(small_groups: Path, tiny_tokenizer) -> Non
     head = []
     for _ in range(5):
         batch = next(batches)
-        head += [[t for t, m in zip(b, k, strict=True) if m] for b, k in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True)]
+        head += [
+            [t for t, m in zip(b, k, strict=True) if m]
+            for b, k in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True)
+        ]
     state = make().state_dict(consumed=len(head))
     fresh = make()
     fresh.load_state_dict(state)

@@ -54,7 +54,9 @@ def loader_python(distribution: str) -> Path:
                 [str(python), "-m", "pip", "install", "-q", *extra, f"{distribution}=={version}"],
             ]
             if swaps:
-                steps.append([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", *swaps])
+                steps.append(
+                    [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", *swaps]
+                )
             with log.open("w") as out:
                 for step in steps:
                     done = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, timeout=1800)

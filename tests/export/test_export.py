@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections import Counter
@@ -34,7 +35,7 @@ def read_mds_stream(directory: Path) -> list[dict]:
         count = int(np.frombuffer(data[:4], np.uint32)[0])
         assert count == shard["samples"] and len(data) == shard["raw_data"]["bytes"]
         offsets = np.frombuffer(data[4 : 8 + 4 * count], np.uint32)
-        for begin, end in zip(offsets[:-1], offsets[1:], strict=True):
+        for begin, end in itertools.pairwise(offsets):
             sample, sizes, at = data[begin:end], [], 0
             for size in shard["column_sizes"]:
                 if size is None:
@@ -42,7 +43,9 @@ def read_mds_stream(directory: Path) -> list[dict]:
                     at += 4
                 sizes.append(size)
             row = {}
-            for name, encoding, size in zip(shard["column_names"], shard["column_encodings"], sizes, strict=True):
+            for name, encoding, size in zip(
+                shard["column_names"], shard["column_encodings"], sizes, strict=True
+            ):
                 raw, at = sample[at : at + size], at + size
                 row[name] = {
                     "str": lambda b: b.decode(),
@@ -99,7 +102,9 @@ def test_hf_epoch_is_the_expanded_multiset(job: Path, tmp_path: Path) -> None:
     card = (tmp_path / "hf" / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "repeat_1" in card
     # The README's snippet, run as a trainer would (datasets is also one of reweigh's dependencies).
-    seen = ids_seen(run_snippet(sys.executable, HF, tmp_path / "hf", {"HF_DATASETS_CACHE": str(tmp_path / "c")}))
+    seen = ids_seen(
+        run_snippet(sys.executable, HF, tmp_path / "hf", {"HF_DATASETS_CACHE": str(tmp_path / "c")})
+    )
     assert seen == expanded(job)
 
 
@@ -116,10 +121,15 @@ def read_indexed(prefix: Path) -> list[list[int]]:
     assert doc_index.tolist() == list(range(sequences + 1))
     assert len(idx) == 34 + 12 * sequences + 8 * documents
     tokens = np.fromfile(prefix.with_suffix(".bin"), dtype)
-    return [tokens[p // tokens.itemsize : p // tokens.itemsize + n].tolist() for p, n in zip(pointers, lengths, strict=True)]
+    return [
+        tokens[p // tokens.itemsize : p // tokens.itemsize + n].tolist()
+        for p, n in zip(pointers, lengths, strict=True)
+    ]
 
 
-def test_megatron_prefixes_and_token_weights(job: Path, tmp_path: Path, tokenizer_dir: Path, tiny_tokenizer) -> None:
+def test_megatron_prefixes_and_token_weights(
+    job: Path, tmp_path: Path, tokenizer_dir: Path, tiny_tokenizer
+) -> None:
     record = export(job, tmp_path / "meg", "megatron", tokenizer=str(tokenizer_dir))
     out = tmp_path / "meg"
     eos = tiny_tokenizer.eos_token_id
@@ -197,15 +207,23 @@ def test_unsupported_library_version_is_a_clear_error(job: Path, tmp_path: Path)
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "-c", code, str(site), str(tmp_path / "mds")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, str(site), str(tmp_path / "mds")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
-    assert "UnsupportedVersionError: mosaicml-streaming 0.7.0 is installed; this export was verified with " \
+    assert (
+        "UnsupportedVersionError: mosaicml-streaming 0.7.0 is installed; this export was verified with "
         "mosaicml-streaming>=0.13,<0.14" in result.stderr
+    )
 
 
 def test_cli_export(job: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["export", "--format", "hf", str(job), "--out", str(tmp_path / "hf"), "--hf-shard-rows", "50"]) == 0
+    assert (
+        main(["export", "--format", "hf", str(job), "--out", str(tmp_path / "hf"), "--hf-shard-rows", "50"])
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["export"] == "hf" and printed["loader"] == "load_hf.py"
     assert json.loads((tmp_path / "hf" / "export.json").read_text())["manifest"]["digest"]

@@ -59,7 +59,9 @@ def test_mds_bytes_equal_streamings_own_writer(job: Path, tmp_path: Path) -> Non
             }
         )
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    subprocess.run([str(python), "-c", _MDS_WRITER, str(tmp_path / "spec.json"), "4096"], check=True, timeout=600)
+    subprocess.run(
+        [str(python), "-c", _MDS_WRITER, str(tmp_path / "spec.json"), "4096"], check=True, timeout=600
+    )
     for stream in streams:
         assert tree_bytes(tmp_path / "reference" / stream["local"]) == tree_bytes(out / stream["local"])
 
@@ -71,10 +73,14 @@ def test_hf_load_dataset_epoch_is_the_expanded_multiset(job: Path, tmp_path: Pat
     assert ids_seen(stdout) == expanded(job)
 
 
-def test_megatron_indexed_datasets_and_blend(job: Path, tmp_path: Path, tokenizer_dir: Path, tiny_tokenizer) -> None:
+def test_megatron_indexed_datasets_and_blend(
+    job: Path, tmp_path: Path, tokenizer_dir: Path, tiny_tokenizer
+) -> None:
     python = loader_python("megatron-core")
     out = tmp_path / "meg"
-    record = run_export(ExportConfig(format="megatron", manifest=str(job), out=str(out), tokenizer=str(tokenizer_dir)))
+    record = run_export(
+        ExportConfig(format="megatron", manifest=str(job), out=str(out), tokenizer=str(tokenizer_dir))
+    )
     want: Counter[tuple[int, ...]] = Counter()
     for doc_id, n in expanded(job).items():
         tokens = tiny_tokenizer(texts(job)[doc_id], add_special_tokens=False)["input_ids"]

@@ -24,13 +24,21 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture
 def browser() -> Iterator[object]:
     if CHROMIUM is None or DRIVER is None:
-        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver")
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1600"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1600",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
@@ -54,12 +62,16 @@ def test_dashboard_in_chromium(browser, tiny_pair: tuple[Path, Path], tmp_path: 
     data.mkdir()
     port = free_port()
     # Each engine call sleeps 300 ms: the second job is still running while the page is read.
-    server = LiveServer(slow_serve_command(port, 300), server_env(tiny_pair, tmp_path, data), port, tmp_path / "server.log")
+    server = LiveServer(
+        slow_serve_command(port, 300), server_env(tiny_pair, tmp_path, data), port, tmp_path / "server.log"
+    )
     try:
         server.wait_ready(timeout=300)  # a loaded machine takes a while to import torch
         done = submit(server, data, "done", 12)
         assert wait_job(server, done, timeout=300)["state"] == "succeeded"
-        export = httpx.post(f"{server.url}/v1/jobs/{done}/exports", json={"format": "hf"}, headers=AUTH, timeout=120)
+        export = httpx.post(
+            f"{server.url}/v1/jobs/{done}/exports", json={"format": "hf"}, headers=AUTH, timeout=120
+        )
         assert export.status_code == 201, export.text
         running = submit(server, data, "running", 400)
         deadline = time.monotonic() + 60
@@ -87,7 +99,10 @@ def test_dashboard_in_chromium(browser, tiny_pair: tuple[Path, Path], tmp_path: 
         images = browser.find_elements(By.CSS_SELECTOR, ".plots img")
         assert len(images) == 2
         for image in images:  # the PNGs really loaded, through the same key
-            assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 100
+            assert (
+                browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
+                > 100
+            )
         assert browser.find_element(By.ID, "no-diagnostics")
         links = browser.find_element(By.ID, "links").text
         assert "manifest.json" in links and "hf export" in links

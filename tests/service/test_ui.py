@@ -29,19 +29,31 @@ def test_dashboard_needs_the_key_and_shows_the_job(client: TestClient, data_root
     login = client.post("/ui/login", data={"key": KEY}, follow_redirects=False)
     assert login.status_code == 303
     cookie = login.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "Path=/ui" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert (
+        "HttpOnly" in cookie
+        and "Path=/ui" in cookie
+        and "SameSite=strict" in cookie.replace("Strict", "strict")
+    )
     detail = client.get(f"/ui/jobs/{job['id']}", cookies={"reweigh_key": KEY}).text
     assert "score_histogram.png" in detail and "no pair diagnostics" in detail
-    assert client.get(f"/v1/jobs/{job['id']}", cookies={"reweigh_key": KEY}).status_code == 401  # /v1: header only
+    assert (
+        client.get(f"/v1/jobs/{job['id']}", cookies={"reweigh_key": KEY}).status_code == 401
+    )  # /v1: header only
     plot = client.get(f"/ui/jobs/{job['id']}/plots/score_histogram.png", headers=AUTH)
     assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
     assert client.get(f"/ui/jobs/{job['id']}/plots/..%2Fmanifest.json", headers=AUTH).status_code == 404
 
 
-def test_dashboard_shows_pair_diagnostics_when_the_report_has_them(client: TestClient, data_root: Path) -> None:
+def test_dashboard_shows_pair_diagnostics_when_the_report_has_them(
+    client: TestClient, data_root: Path
+) -> None:
     job = finished_job(client, data_root)
     report = data_root / "out" / "report.json"
-    report.write_text(json.dumps({**json.loads(report.read_text()), "pair_diagnostics": {"spearman_teacher_reference": 0.42}}))
+    report.write_text(
+        json.dumps(
+            {**json.loads(report.read_text()), "pair_diagnostics": {"spearman_teacher_reference": 0.42}}
+        )
+    )
     detail = client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
     assert "spearman_teacher_reference" in detail and "0.42" in detail
 

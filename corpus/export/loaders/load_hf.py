@@ -50,4 +50,6 @@ def interleaved(root: str, seed: int = 0, **kwargs: Any) -> Any:
         probabilities = json.load(fh)["interleave_probabilities"]
     loaded = splits(root, **kwargs)
     parts = [loaded[name] for name, _ in groups(root)]
-    return interleave_datasets(parts, probabilities=probabilities, seed=seed, stopping_strategy="all_exhausted")
+    return interleave_datasets(
+        parts, probabilities=probabilities, seed=seed, stopping_strategy="all_exhausted"
+    )

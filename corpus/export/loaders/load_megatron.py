@@ -27,7 +27,9 @@ def blend(root: str) -> tuple[list[str], list[float]]:
     """(absolute prefixes, weights): a BlendedMegatronDatasetConfig `blend`."""
     with open(os.path.join(root, "blend.json")) as fh:
         config = json.load(fh)
-    return [os.path.join(os.path.abspath(root), p) for p in config["prefixes"]], [float(w) for w in config["weights"]]
+    return [os.path.join(os.path.abspath(root), p) for p in config["prefixes"]], [
+        float(w) for w in config["weights"]
+    ]
 
 
 def indexed_datasets(root: str) -> dict[str, Any]:
