@@ -152,10 +152,11 @@ def main() -> None:
             job = (
                 big if rows == args.documents // 4 else build_manifest(root, args.documents, shard_rows=rows)
             )
-            shard_mib = max(s.bytes for s in load_manifest(job).shards) / 2**20
+            shards = load_manifest(job).shards
+            shard_mib, shard_rows = max(s.bytes for s in shards) / 2**20, max(s.rows for s in shards)
             streamed, whole = peak_rss(job, "row-groups"), peak_rss(job, "whole")
             print(
-                f"  shards of {rows:,} rows ({shard_mib:.1f} MiB parquet, row groups of 8,192 rows): "
+                f"  --shard-rows {rows:,} (largest shard {shard_rows:,} rows, {shard_mib:.1f} MiB; row groups of 8,192): "
                 f"row groups +{streamed / 1024:.0f}, whole shards +{whole / 1024:.0f}"
             )
 
