@@ -15,7 +15,7 @@ from typing import Any
 
 from export_versions import check_version
 
-DISTRIBUTION, MINIMUM, BELOW = "datasets", "3.0", "6"
+DISTRIBUTION, MINIMUM, BELOW = "datasets", "5.0", "6"
 
 
 def groups(root: str) -> list[tuple[str, int]]:
