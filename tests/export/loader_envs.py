@@ -28,6 +28,7 @@ LIBRARIES: dict[str, tuple[str, list[str], list[str]]] = {
     "mosaicml-streaming": ("0.13.0", [TORCH], [str(STUB)]),
     "megatron-core": ("0.16.1", [TORCH], []),  # the newest for Python 3.11 (0.17+ need 3.12)
     "datasets": ("5.2.0", [], []),
+    "ray": ("2.60.0", ["ray[data]==2.60.0"], []),
 }
 READY = ".reweigh-ready"
 
