@@ -29,6 +29,7 @@ from corpus.export.common import (
 from corpus.fsutil import PARQUET_OPTIONS
 
 LOADER = "load_hf.py"
+RAY_LOADER = "load_ray.py"  # Ray Data reads the same parquet splits
 DATA_DIR = "data"
 
 
@@ -81,6 +82,7 @@ def export_hf(config: ExportConfig, source: ManifestSource, directory: Path) -> 
         dataset_card(groups, probabilities, source.manifest.totals.documents_out)
     )
     loader = copy_loader_script(LOADER, directory)
+    ray_loader = copy_loader_script(RAY_LOADER, directory)
     body = {
         "groups": [
             {
@@ -94,6 +96,7 @@ def export_hf(config: ExportConfig, source: ManifestSource, directory: Path) -> 
         ],
         "interleave_probabilities": probabilities,
         "loader": loader,
+        "ray_loader": ray_loader,
     }
     return write_record(directory, config, source, body)
 

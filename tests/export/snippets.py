@@ -30,6 +30,16 @@ dataset = epoch(EXPORT_DIR, seed=0)  # every document exactly `repeats` times, s
 print([sample["id"] for sample in dataset])
 """
 
+RAY = """
+import os, sys
+EXPORT_DIR = os.environ["EXPORT_DIR"]
+sys.path.insert(0, EXPORT_DIR)
+from load_ray import epoch
+
+dataset = epoch(EXPORT_DIR, shuffle_seed=0)  # a ray.data.Dataset of the HF export's splits, repeats expanded
+print([row["id"] for row in dataset.iter_rows()])
+"""
+
 MEGATRON = """
 import os, sys
 EXPORT_DIR = os.environ["EXPORT_DIR"]

@@ -228,3 +228,15 @@ def test_cli_export(job: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert printed["export"] == "hf" and printed["loader"] == "load_hf.py"
     assert json.loads((tmp_path / "hf" / "export.json").read_text())["manifest"]["digest"]
     assert main(["export", "--format", "hf", str(job), "--out", str(tmp_path / "hf")]) == 2
+
+
+def test_readme_shows_each_loader_snippet_as_the_tests_run_it() -> None:
+    import re
+
+    from tests.export import snippets
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    bodies = {"\n".join(line for line in b.splitlines() if not line.startswith("# ")).strip() for b in blocks}
+    for name in ("MDS", "HF", "RAY", "MEGATRON"):
+        assert getattr(snippets, name).strip() in bodies, name

@@ -5,6 +5,8 @@ manifest's expanded multiset, and the MDS shards must be the bytes streaming's o
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from corpus.manifest import load_manifest
 from tests.corpus.helpers import tree_bytes
 from tests.export.conftest import expanded, texts
 from tests.export.loader_envs import loader_python
-from tests.export.snippets import HF, MDS, MEGATRON, ids_seen, run_snippet
+from tests.export.snippets import HF, MDS, MEGATRON, RAY, ids_seen, run_snippet
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +73,18 @@ def test_hf_load_dataset_epoch_is_the_expanded_multiset(job: Path, tmp_path: Pat
     run_export(ExportConfig(format="hf", manifest=str(job), out=str(tmp_path / "hf"), hf_shard_rows=16))
     stdout = run_snippet(python, HF, tmp_path / "hf", {"HF_DATASETS_CACHE": str(tmp_path / "cache")})
     assert ids_seen(stdout) == expanded(job)
+
+
+def test_ray_data_epoch_is_the_expanded_multiset(job: Path, tmp_path: Path) -> None:
+    python = loader_python("ray")
+    run_export(ExportConfig(format="hf", manifest=str(job), out=str(tmp_path / "hf"), hf_shard_rows=1000))
+    # Ray's sockets live under its temp dir, and AF_UNIX paths stop at 107 bytes: a short one of our own.
+    ray_tmp = tempfile.mkdtemp(prefix="rw-ray-", dir="/tmp")
+    try:
+        env = {"RAY_ADDRESS": "local", "RAY_DISABLE_USAGE_STATS": "1", "RAY_TMPDIR": ray_tmp}
+        assert ids_seen(run_snippet(python, RAY, tmp_path / "hf", env)) == expanded(job)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_megatron_indexed_datasets_and_blend(
