@@ -32,12 +32,13 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scoring.synthetic import build_tokenizer
+
+from corpus.config import RewriteConfig, SelectionConfig
 from corpus.export import ExportConfig, run_export
 from corpus.manifest import load_manifest
-from corpus.rewrite import RewriteConfig, run_rewrite
-from corpus.sampler import SelectionConfig
-from scoring.synthetic import build_tokenizer
-from tests.corpus.fakes import FakeEngine
+from corpus.rewrite import run_rewrite
+from tests.corpus.fakes import FakeSpec
 
 # A 5,000-word random vocabulary: text that parquet compresses about as well as prose.
 _WORDS = ["".join(random.Random(i).choices("abcdefghijklmnopqrstuvwxyz", k=3 + i % 8)) for i in range(5000)]
@@ -72,7 +73,7 @@ def build_manifest(root: Path, documents: int, shard_rows: int, seed: int = 0) -
     selection = SelectionConfig(method="soft", temperature=0.3, max_weight=4.0)
     run_rewrite(
         RewriteConfig(inputs=[str(corpus)], output=str(out), selection=selection, shard_rows=shard_rows),
-        FakeEngine(),
+        FakeSpec(),
     )
     return out
 

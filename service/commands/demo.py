@@ -127,11 +127,15 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from corpus.rewrite import RewriteConfig, run_rewrite
-    from corpus.sampler import SelectionConfig
+    from corpus.config import RewriteConfig, SelectionConfig
+    from corpus.rewrite import run_rewrite
     from embedded import ensure_demo_assets, paths
     from scoring import EngineConfig, ScoringEngine
+    from scoring.errors import ConfigError
+    from scoring.protocols import BuiltScorer
 
+    if args.docs < 0:
+        raise ConfigError(f"--docs={args.docs} must be 0 (the whole corpus) or more")
     started = time.monotonic()
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -147,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         inputs=[str(sample)], output=str(out_dir), selection=SelectionConfig(method="top-fraction", ratio=0.5)
     )
     log.info("rewriting %s with top-50%% selection into %s", sample.name, out_dir)
-    result = run_rewrite(config, engine, progress=_progress_logger())
+    result = run_rewrite(config, BuiltScorer(engine), progress=_progress_logger())
     print(summarise(engine, sample, result.report, out_dir))
     log.info(
         "batch part done in %.0f s%s",

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from corpus.export import EXPORT_RECORD, ExportFormat, export_config, run_export
 from corpus.manifest import MANIFEST_NAME
 from scoring.errors import JobStateError
+from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
+from service.keys import Principal
 from service.schemas import error_responses
 from service.settings import SettingsDep
 
@@ -33,8 +35,8 @@ class ExportRequest(BaseModel):
     hf_shard_rows: int | None = None
 
 
-def _succeeded_output(runtime: Runtime, job_id: str) -> Path:
-    job = runtime.store.get(job_id)
+def _succeeded_output(runtime: Runtime, job_id: str, principal: Principal) -> Path:
+    job = runtime.store.get(job_id, principal)  # another owner's job is the same 404 as an unknown one
     if job.state != "succeeded":
         raise JobStateError(f"job {job_id} is {job.state}; it can be exported once it has succeeded")
     return job.output
@@ -55,9 +57,9 @@ def export_records(output: Path) -> list[dict[str, Any]]:
     responses=error_responses(404, 409, 503, e409="the job has not succeeded, or the export exists"),
 )
 def create_export(
-    job_id: str, body: ExportRequest, runtime: RuntimeDep, settings: SettingsDep
+    job_id: str, body: ExportRequest, runtime: RuntimeDep, settings: SettingsDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    output = _succeeded_output(runtime, job_id)
+    output = _succeeded_output(runtime, job_id, principal)
     options = body.model_dump(exclude_none=True)
     config = export_config(
         manifest=str(output / MANIFEST_NAME),
@@ -78,5 +80,5 @@ def create_export(
     summary="a finished job's exports (their export.json records)",
     responses=error_responses(404, 409, 503),
 )
-def list_exports(job_id: str, runtime: RuntimeDep) -> list[dict[str, Any]]:
-    return export_records(_succeeded_output(runtime, job_id))
+def list_exports(job_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    return export_records(_succeeded_output(runtime, job_id, principal))

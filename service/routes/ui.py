@@ -21,9 +21,10 @@ from fastapi.templating import Jinja2Templates
 from corpus.manifest import MANIFEST_NAME, load_manifest
 from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME
 from scoring.errors import AuthenticationError, NotFoundError
-from service.auth import bearer_scheme, key_matches, require_api_key
+from service.auth import bearer_scheme, require_api_key
 from service.deps import RuntimeDep
 from service.jobs import Job
+from service.keys import Principal, find_principal
 from service.routes.exports import export_records
 from service.settings import SettingsDep
 
@@ -37,13 +38,20 @@ def require_ui_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     settings: SettingsDep,
-) -> None:
+) -> Principal:
+    """Who is looking: from the login cookie, else exactly as /v1 decides (a bearer header)."""
     cookie = request.cookies.get(COOKIE)
-    if credentials is None and cookie is not None and settings.api_key_values:
-        if not key_matches(cookie.encode(), settings.api_key_values):
+    keys = settings.api_key_entries
+    if credentials is None and cookie is not None and keys:
+        principal = find_principal(cookie, keys)
+        if principal is None:
             raise AuthenticationError("the API key is not valid; sign in again at /ui/login")
-        return
-    require_api_key(request, credentials, settings)
+        request.state.principal = principal
+        return principal
+    return require_api_key(request, credentials, settings)
+
+
+UiPrincipal = Annotated[Principal, Depends(require_ui_key)]
 
 
 # The login form itself is open; everything else under /ui needs the key.
@@ -58,7 +66,7 @@ def login_form(request: Request) -> Response:
 
 @login_router.post("/login", response_class=HTMLResponse)
 def login(request: Request, key: Annotated[str, Form()], settings: SettingsDep) -> Response:
-    if settings.api_key_values and not key_matches(key.encode(), settings.api_key_values):
+    if settings.api_key_entries and find_principal(key, settings.api_key_entries) is None:
         return templates.TemplateResponse(
             request, "login.html", {"error": "that key is not valid"}, status_code=401
         )
@@ -114,9 +122,9 @@ def source_shares(output: Path) -> list[tuple[str, int, float]]:
 
 
 @router.get("", response_class=HTMLResponse, name="jobs_page")
-def jobs_page(request: Request, runtime: RuntimeDep) -> Response:
+def jobs_page(request: Request, runtime: RuntimeDep, principal: UiPrincipal) -> Response:
     now = time.time()
-    jobs = runtime.store.list_jobs(None, 200)
+    jobs = runtime.store.list_jobs(principal, None, 200)  # the caller's jobs (an admin's: all)
     rows = [{"job": j, "progress": progress_view(j, now)} for j in jobs]
     return templates.TemplateResponse(
         request, "jobs.html", {"rows": rows, "refresh": any(j.state in LIVE for j in jobs)}
@@ -124,10 +132,10 @@ def jobs_page(request: Request, runtime: RuntimeDep) -> Response:
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse, name="job_page")
-def job_page(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
+def job_page(job_id: str, request: Request, runtime: RuntimeDep, principal: UiPrincipal) -> Response:
     import json
 
-    job = runtime.store.get(job_id)
+    job = runtime.store.get(job_id, principal)
     context: dict[str, Any] = {
         "job": job,
         "progress": progress_view(job, time.time()),
@@ -151,10 +159,10 @@ def job_page(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
 
 
 @router.get("/jobs/{job_id}/plots/{name}", name="job_plot")
-def job_plot(job_id: str, name: str, runtime: RuntimeDep) -> FileResponse:
+def job_plot(job_id: str, name: str, runtime: RuntimeDep, principal: UiPrincipal) -> FileResponse:
     if name not in PLOTS:  # looked up, never joined onto a path from the request
         raise NotFoundError(f"no plot {name!r}")
-    path = runtime.store.get(job_id).output / name
+    path = runtime.store.get(job_id, principal).output / name
     if not path.is_file():
         raise NotFoundError(f"job {job_id} has no {name}")
     return FileResponse(path, media_type="image/png")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from corpus.config import RewriteConfig, SelectionConfig
 from corpus.manifest import load_manifest
-from corpus.rewrite import RewriteConfig, run_rewrite
-from corpus.sampler import SelectionConfig
-from tests.corpus.fakes import FakeEngine
+from corpus.rewrite import run_rewrite
+from tests.corpus.fakes import FakeSpec
 from tests.corpus.helpers import make_rows, write_jsonl
 
 
@@ -25,7 +25,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = write_jsonl(d / "in.jsonl", rows)
     sel = SelectionConfig(method="soft", temperature=0.3, max_weight=3.0, target_documents=150)
     run_rewrite(
-        RewriteConfig(inputs=[str(path)], output=str(d / "out"), selection=sel, shard_rows=40), FakeEngine()
+        RewriteConfig(inputs=[str(path)], output=str(d / "out"), selection=sel, shard_rows=40), FakeSpec()
     )
     return d / "out"
 
