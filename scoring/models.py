@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -17,7 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from scoring.batching import PaddedBatch
 from scoring.errors import ConfigError
-from scoring.logprobs import sum_per_row, target_logprobs
+from scoring.logprobs import picked_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -175,24 +174,25 @@ class ScoringModel:
         return trunk
 
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self._trunk()(input_ids=input_ids.to(self.device), use_cache=False)
+        # non_blocking: from pinned memory the copy is queued behind the GPU's work, not waited for.
+        out = self._trunk()(input_ids=input_ids.to(self.device, non_blocking=True), use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
-    def row_logprob_sums(self, batch: PaddedBatch, chunk_tokens: int) -> np.ndarray:
-        """Float64 sum of counted target log-probs per batch row."""
+    def counted_logprobs(self, batch: PaddedBatch, chunk_tokens: int) -> torch.Tensor:
+        """Float32 log-prob of each counted prediction, in `batch.counted_rows` order, on the model's
+        device. On a GPU this only queues work: nothing waits for it until the caller reads the result."""
         hidden = self.hidden_states(batch.input_ids)
+        positions = batch.counted_positions.to(self.device, non_blocking=True)
         head = self._head()
-        values, rows = target_logprobs(
-            hidden,
+        return picked_logprobs(
+            hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions),
             head.weight,
-            batch.targets.to(self.device),
-            batch.target_mask.to(self.device),
+            batch.counted_targets.to(self.device, non_blocking=True),
             chunk_tokens=chunk_tokens,
             head_bias=head.bias,
             logit_softcap=getattr(self.config, "final_logit_softcapping", None),
             logit_scale=getattr(self.config, "logit_scale", None),
         )
-        return sum_per_row(values, rows, len(batch.windows))
 
     @torch.inference_mode()
     def _check_head_path(self) -> None:
