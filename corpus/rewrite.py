@@ -163,7 +163,7 @@ class _Job:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
         step = SelectInMemory(
-            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed, c.chunk_docs,
+            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed,
             name=f"select-{upstream}",
         )
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
