@@ -63,7 +63,10 @@ def test_dashboard_in_chromium(browser, tiny_pair: tuple[Path, Path], tmp_path: 
     port = free_port()
     # Each engine call sleeps 300 ms: the second job is still running while the page is read.
     server = LiveServer(
-        slow_serve_command(port, 300), server_env(tiny_pair, tmp_path, data), port, tmp_path / "server.log"
+        slow_serve_command(port, 300),
+        server_env(tiny_pair, tmp_path, data, "float32"),
+        port,
+        tmp_path / "server.log",
     )
     try:
         server.wait_ready(timeout=300)  # a loaded machine takes a while to import torch
