@@ -38,7 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from corpus.diagnostics import pair_diagnostics
 from corpus.fsutil import dumps_json, remove_stale_tmp, sha256_file, write_json_atomic
+from corpus.groups import read_groups
 from corpus.manifest import (
     MANIFEST_NAME,
     InputEntry,
@@ -90,6 +92,9 @@ class RewriteConfig(StrictModel):
     seed: int = Field(default=0, ge=0)
     text_field: str = "text"
     id_field: str = "id"
+    group_field: str | None = Field(
+        default=None, description="a field of the inputs (e.g. source) to report kept shares per value of"
+    )
     shard_rows: int | None = Field(default=None, ge=1)
     shard_bytes: int | None = Field(
         default=None,
@@ -152,6 +157,7 @@ def job_fingerprint(config: RewriteConfig, engine: JobEngine) -> dict[str, Any]:
         "seed": config.seed,
         "text_field": config.text_field,
         "id_field": config.id_field,
+        "group_field": config.group_field,  # decides report.json
         "chunk_docs": config.chunk_docs,  # chunking decides batch composition, hence the last float bits
         "shard_rows": config.sizing[0],
         "shard_bytes": config.sizing[1],
@@ -273,6 +279,17 @@ def run_rewrite(
         skipped_inputs=skipped_list,
         shards=len(plan),
     )
+    groups = None
+    if config.group_field is not None:
+        groups = read_groups(config.inputs, arrays["input"], arrays["row"], config.group_field, config.text_field, config.id_field)
+    report["diagnostics"] = pair_diagnostics(
+        teacher_logprob=arrays["teacher_logprob"],
+        reference_logprob=arrays["reference_logprob"],
+        score=arrays["score"],
+        ok=arrays["ok"],
+        repeats=sel.repeats,
+        groups=groups,
+    )
     write_report(out, report)
     write_plots(
         out,
@@ -283,6 +300,7 @@ def run_rewrite(
         kept=kept_mask,
         threshold=sel.threshold,
         seed=config.seed,
+        diagnostics=report["diagnostics"],
     )
     manifest = build_manifest(
         out, config, fingerprint, formats, summaries, skipped, plan, fields, arrays, sel.repeats

@@ -59,6 +59,9 @@ class JobRequest(_Request):
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     text_field: str = Field(default="text", min_length=1, max_length=256)
     id_field: str = Field(default="id", min_length=1, max_length=256)
+    group_field: str | None = Field(
+        default=None, min_length=1, max_length=256, description="report kept shares per value of this field"
+    )
     shard_rows: int | None = Field(default=None, ge=1, le=2**62)
     shard_bytes: int | None = Field(default=None, ge=1, le=2**62)
     on_error: Literal["fail", "skip"] = "fail"

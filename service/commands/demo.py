@@ -88,17 +88,16 @@ def _progress_logger() -> Any:
 
 
 def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) -> str:
-    """Kept share per source and the two ends of the ranking (scores come from the cache)."""
+    """Kept share per source, the pair diagnostics and the two ends of the ranking (scores come from
+    the cache)."""
+    from corpus.diagnostics import describe
     from embedded.corpus import read_jsonl_zst
 
     rows = list(read_jsonl_zst(sample))
     scores = engine.score([r["text"] for r in rows])  # cached by the rewrite: no model work
     threshold = report.get("threshold")
     ranked = sorted((s.score, r) for s, r in zip(scores, rows, strict=True) if s.ok)
-    by_source: dict[str, list[int]] = {}
-    for score, row in ranked:
-        kept = threshold is not None and score >= threshold
-        by_source.setdefault(row["source"], [0, 0])[0 if kept else 1] += 1
+    diagnostics = report["diagnostics"]
     docs, tokens = report["documents"], report["tokens"]
     lines = [
         "",
@@ -106,7 +105,9 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
         f"threshold score {threshold:+.3f} nats/token"
         if threshold is not None
         else "nothing kept",
-        "Kept per source: " + ", ".join(f"{src} {k}/{k + d}" for src, (k, d) in sorted(by_source.items())),
+        "Kept per source: "
+        + ", ".join(f"{src} {g['kept']}/{g['documents']}" for src, g in diagnostics.get("groups", {}).items()),
+        *[line for line in describe(diagnostics) if not line.startswith("Kept per group")],
     ]
 
     def show(title: str, items: list[tuple[float, dict[str, str]]]) -> None:
@@ -144,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
     )
     out_dir = demo_dir / f"rewrite-{sample.name.removesuffix('.jsonl.zst')}-top50"
     config = RewriteConfig(
-        inputs=[str(sample)], output=str(out_dir), selection=SelectionConfig(method="top-fraction", ratio=0.5)
+        inputs=[str(sample)],
+        output=str(out_dir),
+        selection=SelectionConfig(method="top-fraction", ratio=0.5),
+        group_field="source",
     )
     log.info("rewriting %s with top-50%% selection into %s", sample.name, out_dir)
     result = run_rewrite(config, engine, progress=_progress_logger())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from corpus.diagnostics import describe
 from corpus.rewrite import RewriteConfig, RewriteProgress, run_rewrite
 from corpus.sampler import SelectionConfig
 from scoring.errors import ConfigError
@@ -78,6 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o = p.add_argument_group("input and output")
     o.add_argument("--text-field", default="text")
     o.add_argument("--id-field", default="id")
+    o.add_argument(
+        "--group-field", default=None, help="report kept shares per value of this input field (e.g. source)"
+    )
     o.add_argument("--shard-rows", type=int, default=None, help="rows per output shard")
     o.add_argument(
         "--shard-bytes", type=int, default=None, help="text bytes per output shard (default 64 MiB)"
@@ -121,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> RewriteConfig:
         seed=args.seed,
         text_field=args.text_field,
         id_field=args.id_field,
+        group_field=args.group_field,
         shard_rows=args.shard_rows,
         shard_bytes=args.shard_bytes,
         on_error=args.on_error,
@@ -221,5 +226,7 @@ def run(args: argparse.Namespace) -> int:
             f"  {t.documents_in / result.seconds:,.1f} docs/s, {t.tokens_in / result.seconds:,.0f} tokens/s; "
             f"model forward {forward:.1f}s of {result.seconds:.1f}s"
         )
+    for line in describe(r["diagnostics"]):
+        print(f"  {line}")
     print(f"  manifest: {result.output / 'manifest.json'}")
     return 0

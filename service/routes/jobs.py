@@ -76,6 +76,7 @@ def create_job(
         seed=body.seed,
         text_field=body.text_field,
         id_field=body.id_field,
+        group_field=body.group_field,
         shard_rows=body.shard_rows,
         shard_bytes=body.shard_bytes,
         on_error=body.on_error,
