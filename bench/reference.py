@@ -138,16 +138,20 @@ def kept_top_half(score: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     return repeats
 
 
-def measure(name: str, spec: ReferenceSpec, teacher_dir: Path, cache_dir: Path, pools, teacher) -> dict:  # type: ignore[no-untyped-def]
+def build(spec: ReferenceSpec, teacher_dir: Path, cache_dir: Path) -> Path:
     from embedded.corpus import subset_files
-    from embedded.reference import TRAINING_FILE, ensure_reference
+    from embedded.reference import ensure_reference
+
+    out = cache_dir / hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+    return ensure_reference(teacher_dir, subset_files()[1], out, spec)
+
+
+def measure(name: str, out: Path, spec: dict | None, pools, teacher) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """Figures for the reference in `out` (its build figures from its training.json)."""
+    from embedded.reference import TRAINING_FILE
     from scoring.models import load_tokenizer
 
     demo, sources, noisy, kinds = pools
-    out = cache_dir / hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
-    started = time.perf_counter()
-    ensure_reference(teacher_dir, subset_files()[1], out, spec)
-    wall = time.perf_counter() - started
     training = json.loads((out / TRAINING_FILE).read_text())
     model = ScoringModel.load(out, dtype=torch.float32, device=torch.device("cpu"))
     reference, seconds = mean_logprobs(model, load_tokenizer(out), demo + noisy)
@@ -168,9 +172,8 @@ def measure(name: str, spec: ReferenceSpec, teacher_dir: Path, cache_dir: Path, 
     all_kinds = np.array(["clean"] * n + kinds)
     return {
         "recipe": name,
-        "spec": asdict(spec),
+        "spec": spec,
         "build_seconds": training["seconds"],
-        "build_wall_seconds": round(wall, 1),
         "val_loss": training["val_loss"],
         "reference_scoring_seconds": round(seconds, 1),
         "reference_range": [float(r_demo.min()), float(r_demo.max())],
@@ -219,6 +222,13 @@ def cpu_model() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=None, help=f"comma-separated recipe names (default: all of {', '.join(RECIPES)})")
+    parser.add_argument(
+        "--prebuilt",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also measure a reference built elsewhere (e.g. by `reweigh demo`); repeatable",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure (json) here")
@@ -228,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from embedded import paths
     from embedded.teacher import ensure_teacher
 
-    names = list(RECIPES) if args.recipes is None else [n.strip() for n in args.recipes.split(",")]
+    names = list(RECIPES) if args.recipes is None else [n.strip() for n in args.recipes.split(",") if n.strip()]
+    prebuilt = [item.split("=", 1) for item in args.prebuilt]
+    if any(len(item) != 2 for item in prebuilt):
+        parser.error("--prebuilt takes LABEL=DIR")
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         parser.error(f"unknown recipes {unknown}; known: {list(RECIPES)}")
@@ -238,11 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     pools = eval_pools()
     teacher = teacher_logprobs(teacher_dir, pools[0] + pools[2], cache_dir)
     results = []
+    for label, directory in prebuilt:
+        results.append(measure(label, Path(directory), None, pools, teacher))
+        log.info("%s: %s", label, json.dumps(results[-1]["diagnostics"]["rank_correlations"]))
     for name in names:
         label, spec = RECIPES[name]
         log.info("recipe %s: %s", name, label)
-        results.append(measure(f"{name}: {label}", spec, teacher_dir, cache_dir, pools, teacher))
-        log.info("%s", json.dumps(results[-1]["diagnostics"]["rank_correlations"]))
+        out = build(spec, teacher_dir, cache_dir)
+        results.append(measure(f"{name}: {label}", out, asdict(spec), pools, teacher))
+        log.info("%s: %s", name, json.dumps(results[-1]["diagnostics"]["rank_correlations"]))
     flags = [f for f in ("avx512_bf16", "amx_tile", "avx2") if f in Path("/proc/cpuinfo").read_text()]
     header = (
         f"Reference recipes on the demo corpus ({cpu_model()}, flags {'+'.join(flags) or 'none'}, "
