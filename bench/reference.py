@@ -61,6 +61,14 @@ RECIPES: dict[str, tuple[str, ReferenceSpec]] = {
         "teacher's first 4 layers + norm + head, as is",
         ReferenceSpec(init="teacher-cut", layers=4, adapt_layers=0, train_tokens=0),
     ),
+    "cut2+1": (
+        "teacher's first 2 layers + its last layer + norm + head, as is",
+        ReferenceSpec(init="teacher-cut", layers=2, top_layers=1, adapt_layers=0, train_tokens=0),
+    ),
+    "cut3+1": (
+        "teacher's first 3 layers + its last layer + norm + head, as is",
+        ReferenceSpec(init="teacher-cut", layers=3, top_layers=1, adapt_layers=0, train_tokens=0),
+    ),
     "cut2-adapt32k": (
         "teacher cut 2 layers, top layer + norm adapted on 32k tokens",
         ReferenceSpec(layers=2, adapt_layers=1, train_tokens=32_768, **CUT_ADAPT),  # type: ignore[arg-type]

@@ -58,14 +58,17 @@ class ReferenceSpec:
     beyond it were never trained, so the engine must not score longer windows with it.
 
     `width`, `heads` and `intermediate` shape a `scratch` model; a `teacher-cut` one has the
-    teacher's shape and only chooses `layers` (kept from the bottom) and `adapt_layers` (trained,
-    from the top of the cut; embeddings and head stay frozen). `train_tokens=0` means no training:
+    teacher's shape and only chooses `layers` (kept from the bottom), `top_layers` (the teacher's
+    last layers, kept above them: their output is in the space the final norm and head read, where
+    a bottom slice alone gives logits worse than uniform) and `adapt_layers` (trained, from the top
+    of the kept stack; embeddings and head stay frozen). `train_tokens=0` means no training:
     only a teacher cut can be used as it is.
     """
 
     init: Init = "scratch"
     layers: int = 4
     adapt_layers: int = 1
+    top_layers: int = 0
     width: int = 128
     heads: int = 4
     intermediate: int = 512
@@ -85,8 +88,12 @@ class ReferenceSpec:
             raise ConfigError(f"layers={self.layers} must be at least 1")
         if self.width % self.heads:
             raise ConfigError(f"width={self.width} is not divisible by heads={self.heads}")
-        if self.init == "teacher-cut" and not 0 <= self.adapt_layers <= self.layers:
-            raise ConfigError(f"adapt_layers={self.adapt_layers} must lie in [0, layers={self.layers}]")
+        if self.init == "teacher-cut" and not 0 <= self.adapt_layers <= self.layers + self.top_layers:
+            raise ConfigError(
+                f"adapt_layers={self.adapt_layers} must lie in [0, layers + top_layers={self.layers + self.top_layers}]"
+            )
+        if self.top_layers < 0 or (self.init == "scratch" and self.top_layers):
+            raise ConfigError(f"top_layers={self.top_layers}: only a teacher cut keeps top layers (>= 0)")
         if self.init == "scratch" and self.train_tokens == 0:
             raise ConfigError("train_tokens=0 leaves a scratch reference random: only init='teacher-cut' may skip training")
         if self.train_tokens and self.train_tokens < self.seq_len * self.batch_rows:
@@ -156,22 +163,30 @@ def _lr_at(step: int, spec: ReferenceSpec) -> float:
 
 
 def cut_teacher(teacher_dir: Path, spec: ReferenceSpec) -> PreTrainedModel:
-    """The teacher's embeddings, first `spec.layers` decoder layers, final norm and head, in float32,
-    with everything frozen except the top `spec.adapt_layers` layers and the final norm."""
+    """The teacher's embeddings, first `spec.layers` and last `spec.top_layers` decoder layers, final
+    norm and head, in float32, with everything frozen except the top `spec.adapt_layers` of the kept
+    layers and the final norm."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
     trunk = model.base_model
     total = len(trunk.layers)
-    if spec.layers >= total:
-        raise ConfigError(f"layers={spec.layers} cuts nothing from a teacher of {total} layers")
-    trunk.layers = trunk.layers[: spec.layers]
-    model.config.num_hidden_layers = spec.layers
+    kept = spec.layers + spec.top_layers
+    if kept >= total:
+        raise ConfigError(
+            f"layers={spec.layers} + top_layers={spec.top_layers} cuts nothing from a teacher of {total} layers"
+        )
+    index = [*range(spec.layers), *range(total - spec.top_layers, total)]
+    trunk.layers = torch.nn.ModuleList(trunk.layers[i] for i in index)
+    for position, layer in enumerate(trunk.layers):
+        if hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = position  # the KV-cache slot, should anyone generate with it
+    model.config.num_hidden_layers = kept
     if getattr(model.config, "layer_types", None) is not None:
-        model.config.layer_types = model.config.layer_types[: spec.layers]
+        model.config.layer_types = [model.config.layer_types[i] for i in index]
     model.config.max_position_embeddings = spec.seq_len
     model.requires_grad_(False)
-    for layer in trunk.layers[spec.layers - spec.adapt_layers :]:
+    for layer in trunk.layers[kept - spec.adapt_layers :]:
         layer.requires_grad_(True)
     if spec.adapt_layers:
         trunk.norm.requires_grad_(True)

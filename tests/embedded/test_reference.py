@@ -107,3 +107,24 @@ def test_cut_spec_is_validated(tiny_pair: tuple[Path, Path], tiny_tokenizer: Pre
     spec = ReferenceSpec(init="teacher-cut", layers=2, adapt_layers=0, train_tokens=0, seq_len=32, batch_rows=2)
     with pytest.raises(ConfigError, match="cuts nothing from a teacher of 2 layers"):
         train(TEXTS, tiny_tokenizer, spec, torch.device("cpu"), teacher_dir=tiny_pair[0])
+
+
+def test_teacher_cut_with_top_layers_skips_the_middle(
+    tmp_path: Path, tiny_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    from scoring.synthetic import save_random_llama
+
+    teacher_dir = save_random_llama(tmp_path / "teacher", tiny_tokenizer, hidden_size=32, num_layers=4, num_heads=2, seed=7)
+    spec = ReferenceSpec(
+        init="teacher-cut", layers=1, top_layers=1, adapt_layers=0, train_tokens=0, seq_len=32, batch_rows=2
+    )
+    model, _ = train(TEXTS, tiny_tokenizer, spec, torch.device("cpu"), teacher_dir=teacher_dir)
+    model.save_pretrained(tmp_path / "cut")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "cut")
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    assert reloaded.config.num_hidden_layers == 2
+    for mine, theirs in ((0, 0), (1, 3)):  # the bottom layer, then the teacher's last one
+        a, b = reloaded.model.layers[mine].state_dict(), teacher.model.layers[theirs].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="top_layers=1: only a teacher cut"):
+        ReferenceSpec(top_layers=1)
