@@ -111,7 +111,7 @@ CPU = Sizes(
     seq_len=128,
     batch_rows=16,
     train_tokens=262_144,
-    ref_train_tokens=65_536,
+    ref_train_tokens=131_072,
 )
 # --gpu: ~20x the CPU run's work on one device (more documents, a larger student, 16x the tokens).
 GPU = Sizes(

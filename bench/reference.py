@@ -69,6 +69,13 @@ RECIPES: dict[str, tuple[str, ReferenceSpec]] = {
         "teacher's first 3 layers + its last layer + norm + head, as is",
         ReferenceSpec(init="teacher-cut", layers=3, top_layers=1, adapt_layers=0, train_tokens=0),
     ),
+    "cut2-norm16k": (
+        "teacher's first 2 layers + norm + head, final norm adapted on 16k tokens",
+        ReferenceSpec(
+            init="teacher-cut", layers=2, adapt_layers=0, train_tokens=16_384, seq_len=512, batch_rows=2, lr=1e-2,
+            warmup_fraction=0.1,
+        ),
+    ),
     "cut2-adapt32k": (
         "teacher cut 2 layers, top layer + norm adapted on 32k tokens",
         ReferenceSpec(layers=2, adapt_layers=1, train_tokens=32_768, **CUT_ADAPT),  # type: ignore[arg-type]
