@@ -6,11 +6,12 @@ corpus (D_ref) that is then never scored. Two recipes (`ReferenceSpec.init`):
 - `scratch`: a small Llama from random weights, trained on D_ref. On a CPU budget of minutes it only
   reaches unigram-level loss, so it does not find the same text easy as the teacher does (measured
   Spearman 0.07 on the demo corpus): the difference score then degenerates into teacher perplexity.
-- `teacher-cut`: the teacher's first `layers` decoder layers with its embeddings, final norm and
-  head, the top `adapt_layers` of them (and the final norm) briefly adapted on D_ref with the rest
-  frozen. It shares what the teacher learnt about tokens and local context, so both models agree
-  on what is easy; the difference is what the teacher's deeper layers add: MiniPLM's residual.
-  `bench/reference.py` measures both.
+- `teacher-cut`: the teacher's embeddings, first `layers` decoder layers (and optionally its last
+  `top_layers`), final norm and head; the top `adapt_layers` of them (and the final norm) adapted on
+  D_ref with the rest frozen. The idea: it shares what the teacher learnt about tokens and local
+  context, so both would agree on what is easy. Measured (bench/reference.py): without training its
+  logits are far worse than uniform and the score becomes its ranking negated; adapting it costs
+  more than the demo's budget on 2 loaded CPU cores. Kept as an option, not the default.
 
 Building is seeded: the same data, spec, seed, thread count and hardware give the same weights. It
 takes minutes on 2 CPU cores, which is why it is built at set-up rather than committed.
@@ -168,14 +169,17 @@ def cut_teacher(teacher_dir: Path, spec: ReferenceSpec) -> PreTrainedModel:
 
     model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
     trunk = model.base_model
-    total = len(trunk.layers)
+    layers = trunk.layers
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ConfigError(f"{teacher_dir}: the teacher has no list of decoder layers to cut ({type(layers).__name__})")
+    total = len(layers)
     kept = spec.layers + spec.top_layers
     if kept >= total:
         raise ConfigError(
             f"layers={spec.layers} + top_layers={spec.top_layers} cuts nothing from a teacher of {total} layers"
         )
     index = [*range(spec.layers), *range(total - spec.top_layers, total)]
-    trunk.layers = torch.nn.ModuleList(trunk.layers[i] for i in index)
+    trunk.layers = torch.nn.ModuleList(layers[i] for i in index)
     for position, layer in enumerate(trunk.layers):
         if hasattr(layer.self_attn, "layer_idx"):
             layer.self_attn.layer_idx = position  # the KV-cache slot, should anyone generate with it
