@@ -36,6 +36,7 @@ import sys
 # Run as `python bench/miniplm.py`, this file's folder comes first on sys.path, where bench/scoring.py
 # would shadow the `scoring` package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
 import dataclasses
@@ -447,7 +448,7 @@ def quick_assets(root: Path) -> tuple[Path, Path, list[Sourced], str]:
     """A random-weight teacher and a briefly trained reference on a tiny tokenizer: seconds, offline."""
     from embedded.corpus import read_jsonl_zst, subset_files
     from embedded.reference import train
-    from scoring.synthetic import build_tokenizer, save_random_llama
+    from tests.synthetic import build_tokenizer, save_random_llama
 
     scored, ref = subset_files()
     docs = [(row["text"], row["source"]) for row in read_jsonl_zst(scored[0])][:200]

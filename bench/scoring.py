@@ -17,6 +17,7 @@ import sys
 # Run as `python bench/scoring.py`, this file's folder comes first on sys.path and its name would
 # shadow the `scoring` package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
 import math
@@ -31,7 +32,7 @@ from transformers import AutoModelForCausalLM
 
 from scoring import EngineConfig, ScoringEngine
 from scoring.models import cpu_has_native_bf16, resolve_device
-from scoring.synthetic import build_tokenizer, save_random_llama
+from tests.synthetic import build_tokenizer, save_random_llama
 
 VOCAB = 50_304
 

@@ -33,9 +33,8 @@ def build_report(
     dropped: dict[str, int],
     threshold: float | None,
     selection: dict[str, Any],
-    skipped_inputs: list[dict[str, str]],
-    shards: int,
 ) -> dict[str, Any]:
+    """The report of a selection; the job adds `skipped_inputs` and `output_shards`."""
     kept = repeats > 0
     ok_scores = score[ok]
     return {
@@ -63,8 +62,6 @@ def build_report(
         },
         "weight_range": [float(weight[kept].min()), float(weight[kept].max())] if kept.any() else None,
         "selection": selection,
-        "skipped_inputs": skipped_inputs,
-        "output_shards": shards,
     }
 
 

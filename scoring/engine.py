@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from scoring.config import EngineConfig
 from scoring.errors import ConfigError, VocabularyMismatchError
 from scoring.fingerprint import Fingerprint, model_identity, tokenizer_sha256
 from scoring.models import ScoringModel, context_length, load_tokenizer, resolve_device, resolve_dtype
+from scoring.protocols import ProgressFn
 from scoring.types import STATUS_BLANK, STATUS_EMPTY, DocScore, content_hash
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ DEFAULT_MAX_LENGTH = 2048
 # Fp32 logits materialised at once, per chunk: chunk_tokens = this / (4 bytes x vocab).
 LOGITS_CHUNK_BYTES = 128 << 20
 
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass

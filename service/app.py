@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from scoring.errors import ConfigError
+from scoring.protocols import Scorer
 from service.auth import require_api_key
-from service.batcher import Engine, EngineWorker, JobEngine
+from service.batcher import EngineWorker, JobEngine
 from service.deps import Runtime
 from service.errors import install_error_handlers
 from service.jobs import JobRunner, JobStore, job_executor
@@ -27,10 +28,10 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Settings], Engine]
+EngineFactory = Callable[[Settings], Scorer]
 
 
-def load_engine(settings: Settings) -> Engine:
+def load_engine(settings: Settings) -> Scorer:
     """The real pair, from the settings' model paths."""
     if not settings.teacher or not settings.reference:
         raise ConfigError(

@@ -22,28 +22,19 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from scoring.errors import EngineDeadError, EngineNotReadyError, OverloadedError, RequestTimeoutError
+from scoring.protocols import ProgressFn, Scorer
 from scoring.types import DocScore
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 # Consecutive failing engine calls after which the engine counts as dead (readyz goes 503).
 DEAD_AFTER_FAILURES = 3
-
-
-class Engine(Protocol):
-    """What the service needs of scoring.ScoringEngine (tests pass fakes)."""
-
-    @property
-    def fingerprint(self) -> Any: ...  # .digest, .as_dict()
-
-    def score(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]: ...
 
 
 @dataclass
@@ -63,7 +54,7 @@ class _JobCall:
 class EngineWorker:
     def __init__(
         self,
-        engine: Engine,
+        engine: Scorer,
         metrics: Metrics,
         *,
         wait_s: float,

@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corpus.rewrite import RewriteConfig, RewriteProgress, RewriteResult, run_rewrite
+from corpus.config import RewriteConfig
+from corpus.rewrite import RewriteProgress, RewriteResult, run_rewrite
+from scoring.config import PairSpec
 from scoring.errors import (
-    ConfigError,
     EngineNotReadyError,
     JobCancelledError,
     JobStateError,
     NotFoundError,
     ReweighError,
 )
+from scoring.protocols import BuiltScorer
 from service.batcher import JobEngine
 from service.settings import Settings
 
@@ -69,26 +71,31 @@ def run_local(
     progress: Callable[[RewriteProgress], None],
     cancel: threading.Event,
 ) -> RewriteResult:
-    return run_rewrite(config, engine, progress=progress, cancel=cancel)
+    """On this process's engine, queued behind HTTP scoring (service/batcher.py)."""
+    return run_rewrite(config, BuiltScorer(engine), progress=progress, cancel=cancel)
 
 
 def job_executor(settings: Settings) -> JobExecutor:
-    """Local by default; on Ray when `settings.ray_address` is set (refused at start-up, before any
-    model loads, when ray is not installed or the options cannot work)."""
-    if not settings.ray_address:
+    """Local by default; on Ray with `job_executor="ray"` (refused at start-up, before any model
+    loads, when ray is not installed or the options cannot work). The Ray executor is made at the
+    first job and kept: its actors hold the pair loaded for every later job."""
+    if settings.job_executor == "local":
         return run_local
-    if not settings.teacher or not settings.reference:
-        raise ConfigError("ray_address is set, but Ray actors need teacher and reference model paths")
-    from corpus.ray_engine import ray_job_executor
+    from corpus.executor.ray import RayExecutor, ray_pair, require_ray
 
-    return ray_job_executor(
-        settings.engine_config(),
-        settings.teacher,
-        settings.reference,
-        address=settings.ray_address,
-        actors=settings.ray_actors,
-        gpus_per_actor=settings.ray_gpus_per_actor,
-    )
+    require_ray()
+    assert settings.teacher and settings.reference  # checked by Settings
+    pair = ray_pair(PairSpec(settings.teacher, settings.reference, settings.engine_config()), settings.ray)
+    executors: list[RayExecutor] = []
+
+    def execute(
+        config: RewriteConfig, _engine: JobEngine, progress: Callable[[RewriteProgress], None], cancel: threading.Event
+    ) -> RewriteResult:
+        if not executors:
+            executors.append(RayExecutor(settings.ray, keep_connection=True))
+        return run_rewrite(config, pair, executor=executors[0], progress=progress, cancel=cancel)
+
+    return execute
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from corpus.sampler import SelectionConfig
+from corpus.config import RewriteConfig
 
 MAX_ID_CHARS = 512
 
@@ -49,29 +49,14 @@ class ScoreResponse(BaseModel):
     documents: list[DocumentScore]
 
 
-_PathStr = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+class JobRequest(RewriteConfig):
+    """A rewrite job as a client submits it: RewriteConfig itself (one declaration, one default per
+    option), with `inputs` and `output` relative to a data root or absolute under one."""
 
-
-class JobRequest(_Request):
-    inputs: list[_PathStr] = Field(min_length=1, max_length=10_000, description="paths under a data root")
-    output: _PathStr = Field(description="output directory under a data root (one job per directory)")
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    text_field: str = Field(default="text", min_length=1, max_length=256)
-    id_field: str = Field(default="id", min_length=1, max_length=256)
-    group_field: str | None = Field(
-        default=None, min_length=1, max_length=256, description="report kept shares per value of this field"
-    )
-    shard_rows: int | None = Field(default=None, ge=1, le=2**62)
-    shard_bytes: int | None = Field(default=None, ge=1, le=2**62)
-    on_error: Literal["fail", "skip"] = "fail"
-    overwrite: bool = False
-    chunk_docs: int | None = Field(
-        default=None,
-        ge=1,
-        le=1_000_000,
-        description="documents per engine call; default: the service's setting",
-    )
+    def __init__(self, **data: Any) -> None:
+        # pydantic's own errors, located per field (FastAPI answers them as a 422 naming each field),
+        # rather than the one ConfigError line a config built in code raises.
+        BaseModel.__init__(self, **data)
 
 
 class JobProgress(BaseModel):

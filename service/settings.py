@@ -13,7 +13,8 @@ from fastapi import Depends, Request
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from scoring.config import DType, EngineConfig
+from corpus.config import RayOptions
+from scoring.config import EngineConfig
 from scoring.errors import ConfigError
 from scoring.strict import describe_validation_error
 
@@ -29,23 +30,25 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, EngineConfig):
+    """The engine's fields come from EngineConfig (declared once); `engine_config()` extracts them."""
+
     model_config = SettingsConfigDict(
-        env_prefix="REWEIGH_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_prefix="REWEIGH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
     )
 
     # development: keys optional, any host. production: keys required (the compose file sets it).
     environment: Literal["development", "production"] = "development"
 
-    # The model pair (paths, or hub ids when the network is allowed).
+    # The model pair (paths, or hub ids when the network is allowed); the engine's own options
+    # (dtype, device, max_length, ...) are EngineConfig's fields, inherited.
     teacher: str | None = None
     reference: str | None = None
-    dtype: DType = "auto"
-    device: str = "auto"
-    max_length: int | None = Field(default=None, ge=2)
-    window_overlap: int | None = Field(default=None, ge=0)
-    token_budget: int = Field(default=16384, ge=1)
-    num_threads: int | None = Field(default=None, ge=1)
     score_cache: Path | None = Field(
         default=None, description="SQLite score cache shared by requests and jobs"
     )
@@ -53,17 +56,10 @@ class Settings(BaseSettings):
     # Jobs read and write only below these directories. Relative job paths resolve against the first.
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     jobs_db: Path = Field(default=Path("reweigh-state/jobs.sqlite"), description="SQLite job store")
-    job_chunk_docs: int = Field(
-        default=256,
-        ge=1,
-        description="default documents per engine call in jobs: also how long a job holds the engine "
-        "while HTTP requests wait",
-    )
-    # Jobs run on a Ray cluster when this is set ("auto", "ray://head:10001", "host:6379"); HTTP scoring
-    # stays on this process's engine. Each actor loads the pair from the same model paths.
-    ray_address: str | None = None
-    ray_actors: int = Field(default=1, ge=1, description="scoring actors per job on Ray")
-    ray_gpus_per_actor: float = Field(default=0.0, ge=0.0, description="GPUs reserved per Ray actor")
+    # Where jobs run: here, on this process's engine (HTTP scoring shares it), or on a Ray cluster
+    # whose actors load the pair from the same model paths (REWEIGH_RAY__ADDRESS, ...__GPUS_PER_ACTOR).
+    job_executor: Literal["local", "ray"] = "local"
+    ray: RayOptions = RayOptions()
 
     # Authentication: with keys, every /v1 route needs `Authorization: Bearer <key>`.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -130,6 +126,10 @@ class Settings(BaseSettings):
                 f"(max_documents_per_request={self.max_documents_per_request})"
             )
         self.engine_config()  # an impossible engine combination fails here, before models load
+        if self.job_executor == "ray":
+            if not self.teacher or not self.reference:
+                raise ConfigError("job_executor='ray' needs teacher and reference model paths: each Ray actor loads the pair")
+            self.ray.check(self.engine_config())
         return self
 
     @property
@@ -137,14 +137,7 @@ class Settings(BaseSettings):
         return [k.get_secret_value().encode() for k in self.api_keys]
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            dtype=self.dtype,
-            device=self.device,
-            max_length=self.max_length,
-            window_overlap=self.window_overlap,
-            token_budget=self.token_budget,
-            num_threads=self.num_threads,
-        )
+        return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scoring.synthetic import build_tokenizer, save_random_llama
+from tests.synthetic import build_tokenizer, save_random_llama
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,10 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
     scores = engine.score([r["text"] for r in rows])  # cached by the rewrite: no model work
     threshold = report.get("threshold")
     ranked = sorted((s.score, r) for s, r in zip(scores, rows, strict=True) if s.ok)
+    by_source: dict[str, list[int]] = {}
+    for score, row in ranked:
+        kept = threshold is not None and score >= threshold
+        by_source.setdefault(row["source"], [0, 0])[0 if kept else 1] += 1
     diagnostics = report["diagnostics"]
     docs, tokens = report["documents"], report["tokens"]
     lines = [
@@ -105,9 +109,8 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
         f"threshold score {threshold:+.3f} nats/token"
         if threshold is not None
         else "nothing kept",
-        "Kept per source: "
-        + ", ".join(f"{src} {g['kept']}/{g['documents']}" for src, g in diagnostics.get("groups", {}).items()),
-        *[line for line in describe(diagnostics) if not line.startswith("Kept per group")],
+        "Kept per source: " + ", ".join(f"{src} {k}/{k + d}" for src, (k, d) in sorted(by_source.items())),
+        *describe(diagnostics),
     ]
 
     def show(title: str, items: list[tuple[float, dict[str, str]]]) -> None:
@@ -128,10 +131,11 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from corpus.rewrite import RewriteConfig, run_rewrite
-    from corpus.sampler import SelectionConfig
+    from corpus.config import RewriteConfig, SelectionConfig
+    from corpus.rewrite import run_rewrite
     from embedded import ensure_demo_assets, paths
     from scoring import EngineConfig, ScoringEngine
+    from scoring.protocols import BuiltScorer
 
     started = time.monotonic()
     hf_logging.disable_progress_bar()
@@ -148,10 +152,9 @@ def run(args: argparse.Namespace) -> int:
         inputs=[str(sample)],
         output=str(out_dir),
         selection=SelectionConfig(method="top-fraction", ratio=0.5),
-        group_field="source",
     )
     log.info("rewriting %s with top-50%% selection into %s", sample.name, out_dir)
-    result = run_rewrite(config, engine, progress=_progress_logger())
+    result = run_rewrite(config, BuiltScorer(engine), progress=_progress_logger())
     print(summarise(engine, sample, result.report, out_dir))
     log.info(
         "batch part done in %.0f s%s",

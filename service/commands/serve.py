@@ -9,20 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from service.commands.engine_args import add_engine_args
-
-# Options whose value only counts when given: otherwise the environment / .env / defaults decide.
-_ENGINE_OPTIONS = {
-    "teacher": "teacher",
-    "reference": "reference",
-    "dtype": "dtype",
-    "device": "device",
-    "max_length": "max_length",
-    "window_overlap": "window_overlap",
-    "token_budget": "token_budget",
-    "threads": "num_threads",
-    "cache": "score_cache",
-}
+from corpus.config import RayOptions
+from service.commands.config_args import add_model_args, model_kwargs
+from service.commands.engine_args import ENGINE_FIELDS, add_engine_args
+from service.commands.rewrite import RAY_FIELDS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "teacher/reference pair. Options fall back to REWEIGH_* environment variables and .env.",
     )
     add_engine_args(p, required=False)
-    # None = not given: the settings (environment, .env, defaults) decide.
-    p.set_defaults(**{name: None for name in _ENGINE_OPTIONS})
     p.add_argument(
         "--data-root",
         dest="data_roots",
@@ -52,22 +40,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="production refuses to start without API keys (REWEIGH_API_KEYS)",
     )
-    p.add_argument("--ray-address", default=None, help="run jobs on this Ray cluster (auto | ray://HEAD:10001; REWEIGH_RAY_ADDRESS)")
-    p.add_argument("--ray-actors", type=int, default=None, help="scoring actors per job on Ray (REWEIGH_RAY_ACTORS)")
+    p.add_argument("--job-executor", choices=["local", "ray"], default=None, help="run jobs here or on Ray (REWEIGH_JOB_EXECUTOR)")
+    add_model_args(p.add_argument_group("ray (REWEIGH_RAY__<NAME>)"), RayOptions, RAY_FIELDS, prefix="ray_")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    given: dict[str, Any] = {
-        field: getattr(args, option)
-        for option, field in _ENGINE_OPTIONS.items()
-        if getattr(args, option) is not None
-    }
-    for name in ("data_roots", "jobs_db", "host", "port", "environment", "ray_address", "ray_actors"):
+    """Options given on the command line; the others are left to the environment, .env and defaults."""
+    given: dict[str, Any] = model_kwargs(args, ENGINE_FIELDS)
+    for name in ("teacher", "reference", "data_roots", "jobs_db", "host", "port", "environment", "job_executor"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
+    if args.cache is not None:
+        given["score_cache"] = args.cache
+    ray = model_kwargs(args, RAY_FIELDS, prefix="ray_")
+    if ray:
+        given["ray"] = ray
     if "data_roots" in given:
         from pathlib import Path
 

@@ -6,12 +6,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from corpus.rewrite import RewriteConfig
+from corpus.config import RewriteConfig
 from scoring.errors import InputError
 from service.deps import RuntimeDep
 from service.jobs import Job
 from service.schemas import JobList, JobProgress, JobRequest, JobView, error_responses
-from service.settings import SettingsDep
 
 # The prefix sits on the router (not on include_router) so that route templates, hence metric
 # labels, carry it.
@@ -57,7 +56,6 @@ def create_job(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    settings: SettingsDep,
 ) -> JobView:
     # Every path is confined before anything is read or created.
     inputs = [runtime.roots.resolve(p, f"inputs[{i}]") for i, p in enumerate(body.inputs)]
@@ -69,20 +67,7 @@ def create_job(
             raise InputError(f"inputs[{i}]: {body.inputs[i]!r} lies inside the output directory")
     if output.exists() and not output.is_dir():
         raise InputError(f"output: {body.output!r} exists and is not a directory")
-    config = RewriteConfig(
-        inputs=[str(p) for p in inputs],
-        output=str(output),
-        selection=body.selection,
-        seed=body.seed,
-        text_field=body.text_field,
-        id_field=body.id_field,
-        group_field=body.group_field,
-        shard_rows=body.shard_rows,
-        shard_bytes=body.shard_bytes,
-        on_error=body.on_error,
-        overwrite=body.overwrite,
-        chunk_docs=body.chunk_docs or settings.job_chunk_docs,
-    )
+    config = RewriteConfig(**{**dict(body), "inputs": [str(p) for p in inputs], "output": str(output)})
     job = runtime.store.create(body.model_dump(mode="json", exclude_unset=True), config)
     runtime.runner.notify()
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
+from corpus.layout import SHARDS_DIR
 from corpus.manifest import MANIFEST_NAME, Manifest, load_manifest
-from corpus.writers import SHARDS_DIR
 from scoring.errors import InputError, JobStateError, NotFoundError
 from service.deps import Runtime, RuntimeDep
 from service.schemas import error_responses

@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
+from corpus.config import RewriteConfig, SelectionConfig
 from corpus.loader import ManifestDataset
 from corpus.manifest import load_manifest
-from corpus.rewrite import RewriteConfig, run_rewrite
-from corpus.sampler import SelectionConfig
+from corpus.rewrite import run_rewrite
 from scoring.errors import ConfigError, InputError
-from tests.corpus.fakes import FakeEngine
+from tests.corpus.fakes import FakeSpec
 from tests.corpus.helpers import make_rows, write_jsonl
 
 
@@ -27,7 +27,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = write_jsonl(d / "in.jsonl", make_rows(150))
     sel = SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=200)
     run_rewrite(
-        RewriteConfig(inputs=[str(path)], output=str(d / "out"), selection=sel, shard_rows=9), FakeEngine()
+        RewriteConfig(inputs=[str(path)], output=str(d / "out"), selection=sel, shard_rows=9), FakeSpec()
     )
     return d / "out"
 

@@ -112,7 +112,7 @@ def test_cut_spec_is_validated(tiny_pair: tuple[Path, Path], tiny_tokenizer: Pre
 def test_teacher_cut_with_top_layers_skips_the_middle(
     tmp_path: Path, tiny_tokenizer: PreTrainedTokenizerFast
 ) -> None:
-    from scoring.synthetic import save_random_llama
+    from tests.synthetic import save_random_llama
 
     teacher_dir = save_random_llama(tmp_path / "teacher", tiny_tokenizer, hidden_size=32, num_layers=4, num_heads=2, seed=7)
     spec = ReferenceSpec(

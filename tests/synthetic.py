@@ -1,4 +1,4 @@
-"""Random-weight model pairs built from configs, for tests and benchmarks (never downloaded).
+"""Random-weight model pairs built from configs, for tests and benchmarks (never downloaded; not shipped).
 
 The tokenizer is a small byte-level BPE trained on the fly, so every byte string is encodable and the
 pair shares a vocabulary exactly as MiniPLM requires of a real teacher and reference.
