@@ -101,7 +101,7 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
     for score, row in ranked:
         kept = threshold is not None and score >= threshold
         by_source.setdefault(row["source"], [0, 0])[0 if kept else 1] += 1
-    diagnostics = report["diagnostics"]
+    diagnostics = report.get("diagnostics")
     docs, tokens = report["documents"], report["tokens"]
     lines = [
         "",
@@ -110,7 +110,7 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
         if threshold is not None
         else "nothing kept",
         "Kept per source: " + ", ".join(f"{src} {k}/{k + d}" for src, (k, d) in sorted(by_source.items())),
-        *describe(diagnostics),
+        *(describe(diagnostics) if diagnostics else []),
     ]
 
     def show(title: str, items: list[tuple[float, dict[str, str]]]) -> None:

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             f"  {t.documents_in / result.seconds:,.1f} docs/s, {t.tokens_in / result.seconds:,.0f} tokens/s; "
             f"phases {', '.join(f'{k} {v:.1f}s' for k, v in result.phases.items())}"
         )
-    for line in describe(r["diagnostics"]):
+    for line in describe(r["diagnostics"]) if "diagnostics" in r else []:
         print(f"  {line}")
     print(f"  manifest: {result.output / 'manifest.json'}")
     return 0
