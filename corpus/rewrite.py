@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from corpus import confine
 from corpus.config import RewriteConfig
 from corpus.executor.base import Executor, Result, StepProgress, StepProgressFn
 from corpus.executor.local import LocalExecutor
@@ -118,6 +119,7 @@ class _Job:
 
     def run(self) -> RewriteResult:
         started = time.perf_counter()
+        confine.check(self.out)  # under the service's confinement: the output may have been swapped since submit
         fingerprint = job_fingerprint(self.config, self.executor.fingerprint(self.scorer))
         finished = self.claim(fingerprint)
         if finished is not None:
@@ -161,7 +163,7 @@ class _Job:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
         step = SelectInMemory(
-            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed, c.chunk_docs,
+            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed,
             name=f"select-{upstream}",
         )
         [result] = self.executor.run(self.out, step, cancel=self.cancel)

@@ -225,36 +225,41 @@ class DistributedSelection:
         j = order[m]
         return int(k[j]), int(h[j]), int(lw[j]), int(pos[j])
 
-    def select_chunk(self, i: int, cut: tuple[int, int, int, int] | None) -> ChunkSelection:
-        """The final pass for chunk `i`: the oracle's repeats, weights and reasons for its rows."""
+    def select_chunk(self, i: int, cut: tuple[int, int, int, int] | None) -> tuple[ChunkSelection, tuple[tuple[int, int, int, int], float] | None]:
+        """The final pass for chunk `i`: the oracle's repeats, weights and reasons for its rows, and
+        its last kept document in rank order (rank key, score): the job's threshold is the last one's."""
         c = self.load(i)
         eligible, reason = self.eligible(i, c)
+        key = order_key(c.score)
+        hi, lo = _hash_words(c.content_hash)
+        pos = (i << ROW_BITS) | np.arange(len(key), dtype=np.int64)
         if cut is None:
             kept = eligible
         else:
-            key = order_key(c.score)
-            hi, lo = _hash_words(c.content_hash)
-            pos = (i << ROW_BITS) | np.arange(len(key), dtype=np.int64)
             k0, h0, l0, p0 = (np.uint64(cut[0]), np.uint64(cut[1]), np.uint64(cut[2]), cut[3])
             before = (key < k0) | (
                 (key == k0) & ((hi < h0) | ((hi == h0) & ((lo < l0) | ((lo == l0) & (pos < p0)))))
             )
             kept = eligible & before
         reason[kept] = KEPT
-        return ChunkSelection(kept.astype(np.int64), kept.astype(np.float64), reason)
+        last = None
+        rows = np.flatnonzero(kept)
+        if len(rows):
+            j = rows[np.lexsort((pos[rows], lo[rows], hi[rows], key[rows]))[-1]]
+            last = ((int(key[j]), int(hi[j]), int(lo[j]), int(pos[j])), float(c.score[j]))
+        return ChunkSelection(kept.astype(np.int64), kept.astype(np.float64), reason), last
 
     def run(self, on_chunk: Callable[[int, ChunkSelection], None]) -> CutResult:
         cut, result = self.find_cut()
         counts = np.zeros(len(DROP_REASONS), np.int64)
-        threshold = math.inf
+        last: tuple[tuple[int, int, int, int], float] | None = None
         for i in range(self.chunks):
-            sel = self.select_chunk(i, cut)
+            sel, chunk_last = self.select_chunk(i, cut)
             counts += np.bincount(sel.reason, minlength=len(DROP_REASONS))
-            kept = sel.repeats > 0
-            if kept.any():
-                threshold = min(threshold, float(self.load(i).score[kept].min()))
+            if chunk_last is not None and (last is None or chunk_last[0] > last[0]):
+                last = chunk_last
             on_chunk(i, sel)
-        result.threshold = None if threshold == math.inf else threshold
+        result.threshold = None if last is None else last[1]
         result.dropped = {DROP_REASONS[r]: int(n) for r, n in enumerate(counts) if r != KEPT and n}
         if self.config.drop_duplicates:
             shutil.rmtree(self.work, ignore_errors=True)

@@ -26,6 +26,9 @@ class EngineConfig(StrictModel):
     - `token_budget`: padded tokens per forward batch (rows x longest row).
     - `logits_chunk_tokens`: tokens whose logits are materialised at once (chunk x vocab fp32 floats);
       None = as many as fit in 128 MiB for the model's vocabulary.
+    - `batch_invariant`: score every window alone, in a row of its own length, so a document's score
+      is a function of the document only, never of what it is batched with (the service batches
+      across requests, a job by chunk). Costs the batching of short windows; see README "Determinism, and what it does not cover".
     """
 
     dtype: DType = Field(
@@ -44,6 +47,10 @@ class EngineConfig(StrictModel):
         default=None, ge=1, description="tokens whose logits are materialised at once (default: 128 MiB worth)"
     )
     num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+    batch_invariant: bool = Field(
+        default=False,
+        description="score each window alone, so a score never depends on its batch-mates (slower on short documents)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

@@ -6,6 +6,7 @@ instance on `app.state`. Built with unsafe values outside development, it refuse
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from corpus.config import RayOptions
 from scoring.config import EngineConfig
 from scoring.errors import ConfigError
 from scoring.strict import describe_validation_error
+from service.keys import ApiKey, parse_api_keys
 
 # Keys shorter than this are guessable; production refuses them.
 MIN_KEY_LENGTH = 16
@@ -61,8 +63,11 @@ class Settings(BaseSettings, EngineConfig):
     job_executor: Literal["local", "ray"] = "local"
     ray: RayOptions = RayOptions()
 
-    # Authentication: with keys, every /v1 route needs `Authorization: Bearer <key>`.
+    # Authentication: with keys, every /v1 route needs `Authorization: Bearer <key>`. Entries are
+    # `key`, `name:key` or `name:key:admin` (service/keys.py); a job belongs to its key's name.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # /docs, /redoc and /openapi.json without a key: default yes in development, no in production.
+    public_docs: bool | None = None
 
     # Limits.
     max_body_bytes: int = Field(default=8 << 20, ge=1024)
@@ -77,6 +82,11 @@ class Settings(BaseSettings, EngineConfig):
     batch_max_documents: int = Field(default=512, ge=1)
     # Fairness: at most this many HTTP batches run while a job's chunk waits for the engine.
     batches_per_job_chunk: int = Field(default=4, ge=1)
+    # The engine works in slices of at most this many characters (one document at least): between
+    # slices, work of requests that timed out or disconnected is dropped, and a job's chunk gives way
+    # to waiting HTTP batches. So no request holds the engine for much longer than one slice. The
+    # default is about one engine batch at the default token budget (~4 characters a token).
+    engine_slice_chars: int = Field(default=65_536, ge=1)
 
     # Where `reweigh serve` listens.
     host: str = "127.0.0.1"
@@ -89,9 +99,7 @@ class Settings(BaseSettings, EngineConfig):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        keys = [k.get_secret_value() for k in self.api_keys]
-        if any(not k or any(c.isspace() for c in k) for k in keys):
-            raise ConfigError("api_keys: a key is empty or contains whitespace")
+        keys = [secret for _, secret in parse_api_keys([k.get_secret_value() for k in self.api_keys])]
         if self.environment == "production":
             if not keys:
                 raise ConfigError(
@@ -106,6 +114,9 @@ class Settings(BaseSettings, EngineConfig):
                 )
             if not self.data_roots:
                 raise ConfigError("environment='production' needs data_roots (REWEIGH_DATA_ROOTS)")
+            missing = [str(r) for r in self.data_roots if not r.is_dir()]
+            if missing:
+                raise ConfigError(f"environment='production': data_roots {missing} are not directories")
         elif not keys and self.host not in _LOOPBACK:
             # Development may skip keys, but not while listening beyond this machine.
             raise ConfigError(
@@ -132,9 +143,13 @@ class Settings(BaseSettings, EngineConfig):
             self.ray.check(self.engine_config())
         return self
 
+    @cached_property  # parsed once: every request's key check uses it
+    def api_key_entries(self) -> list[ApiKey]:
+        return [key for key, _ in parse_api_keys([k.get_secret_value() for k in self.api_keys])]
+
     @property
-    def api_key_values(self) -> list[bytes]:
-        return [k.get_secret_value().encode() for k in self.api_keys]
+    def docs_are_public(self) -> bool:
+        return self.public_docs if self.public_docs is not None else self.environment == "development"
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})

@@ -47,7 +47,6 @@ class SelectInMemory:
     shards: tuple[tuple[int, ShardScores], ...]  # the scored input shards, by input index
     selection: SelectionConfig
     seed: int
-    chunk_docs: int
     name: str = "select"
     tasks: int = 1
     scorer: ScorerSpec | None = None

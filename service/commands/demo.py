@@ -135,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
     from corpus.rewrite import run_rewrite
     from embedded import ensure_demo_assets, paths
     from scoring import EngineConfig, ScoringEngine
+    from scoring.errors import ConfigError
     from scoring.protocols import BuiltScorer
 
+    if args.docs < 0:
+        raise ConfigError(f"--docs={args.docs} must be 0 (the whole corpus) or more")
     started = time.monotonic()
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from scoring.config import EngineConfig, PairSpec
+from scoring.models import check_model_source
 from service.commands.config_args import add_model_args, model_kwargs
 
 ENGINE_FIELDS = tuple(EngineConfig.model_fields)
@@ -25,5 +26,8 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
 
 
 def pair_from_args(args: argparse.Namespace) -> PairSpec:
-    """The pair to load where the job runs (validated now, loaded later)."""
+    """The pair to load where the job runs (validated now, loaded later: a bad model path is refused
+    here in one line, before any input is read, any output created or Ray started)."""
+    check_model_source(args.teacher, "teacher")
+    check_model_source(args.reference, "reference")
     return PairSpec(args.teacher, args.reference, engine_config_from_args(args), cache=args.cache)

@@ -17,6 +17,7 @@ from corpus.diagnostics import describe
 from corpus.executor import Executor, LocalExecutor
 from corpus.rewrite import RewriteProgress, run_rewrite
 from scoring.config import PairSpec
+from service.commands.checks import check_output_path
 from service.commands.config_args import add_model_args, model_kwargs
 from service.commands.engine_args import add_engine_args, pair_from_args
 
@@ -108,6 +109,7 @@ class ProgressBars:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
+    check_output_path(config.output, "--out", directory=True)
     executor, pair = executor_from_args(args, pair_from_args(args))
     bars = ProgressBars(len(config.inputs))
     try:

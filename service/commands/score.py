@@ -24,6 +24,7 @@ from corpus.layout import scores_dir
 from corpus.scores import read_chunk_scores
 from corpus.steps.score import ScoreInputs, scored_shards
 from scoring.errors import InputError
+from service.commands.checks import check_output_path
 from service.commands.config_args import add_model_args, model_kwargs
 from service.commands.engine_args import add_engine_args, pair_from_args
 
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     # The job's config validates the options (and holds their one default).
     config = RewriteConfig(inputs=list(inputs), output=args.output, **model_kwargs(args, _OPTIONS))
     output = Path(args.output)
+    check_output_path(output, "-o", directory=False)
     output.parent.mkdir(parents=True, exist_ok=True)
     spec = pair_from_args(args)
     executor = LocalExecutor()

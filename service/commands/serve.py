@@ -68,10 +68,17 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from scoring.errors import ConfigError
+    from scoring.models import check_model_source
     from service.app import create_app
     from service.settings import load_settings
 
     settings = load_settings(**settings_overrides(args))  # a bad value fails here, before any model loads
+    # The models load in the app's lifespan, where a failure is a uvicorn traceback: refuse a bad path here.
+    for role, name in (("teacher", settings.teacher), ("reference", settings.reference)):
+        if not name:
+            raise ConfigError(f"--{role} (or REWEIGH_{role.upper()}) is required: the model pair to serve")
+        check_model_source(name, role)
     app = create_app(settings)
     # One process, one engine: workers > 1 would load the models once per worker and race the job store.
     uvicorn.run(

@@ -2,10 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from service.deps import RuntimeDep
+from service.fields import CleanStr
 from service.schemas import DocumentId, DocumentScore, ScoreResponse, error_responses
 from service.settings import Settings, SettingsDep
 
@@ -18,7 +19,7 @@ def build_router(settings: Settings) -> APIRouter:
     class ScoreDocument(BaseModel):
         model_config = ConfigDict(extra="forbid")
         id: DocumentId
-        text: Annotated[str, StringConstraints(max_length=settings.max_chars_per_document)]
+        text: Annotated[CleanStr, StringConstraints(max_length=settings.max_chars_per_document)]
 
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -29,11 +30,13 @@ def build_router(settings: Settings) -> APIRouter:
     @router.post("/scores", response_model=ScoreResponse, responses=_ERRORS, summary="score documents")
     async def score(
         body: ScoreRequest,
+        request: Request,
         runtime: RuntimeDep,
         settings: SettingsDep,
     ) -> ScoreResponse:
         texts = [d.text for d in body.documents]
-        results = await runtime.worker.score(texts, settings.request_timeout_s)
+        # A client that disconnects abandons its queued work, as a timeout does.
+        results = await runtime.worker.score(texts, settings.request_timeout_s, request.is_disconnected)
         fingerprint = runtime.engine.fingerprint
         return ScoreResponse(
             fingerprint={**fingerprint.as_dict(), "digest": fingerprint.digest},

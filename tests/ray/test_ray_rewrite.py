@@ -248,8 +248,8 @@ def test_cli_ray_executor_is_byte_identical_to_local(
     assert tree_bytes(out) == tree_bytes(local)
 
 
+@pytest.mark.ray  # building the Ray executor checks that the extra is installed
 def test_service_picks_the_ray_executor_when_asked(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
-    pytest.importorskip("ray")
     from service.jobs import job_executor, run_local
     from service.settings import Settings
 
