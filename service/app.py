@@ -24,7 +24,7 @@ from service.jobs import JobRunner, JobStore, job_executor
 from service.limits import BodyLimitMiddleware, JsonBodyMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.paths import DataRoots
-from service.routes import exports, health, jobs, manifests, scores, ui
+from service.routes import diagnostics, exports, health, jobs, manifests, scores, ui
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
     install_error_handlers(app)
 
     # Every /v1 route needs a key (when keys are configured); probes and metrics do not.
-    for router in (scores.build_router(settings), jobs.router, manifests.router, exports.router):
+    for router in (scores.build_router(settings), jobs.router, manifests.router, exports.router, diagnostics.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
     app.include_router(health.router)
     # The dashboard: its routes check the same keys (a bearer header, or the cookie its login sets).

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpus.config import SelectionConfig
+from corpus.diagnostics import pair_diagnostics
 from corpus.executor.base import Result, StepContext
 from corpus.layout import scores_dir
 from corpus.readers import status_kind
@@ -86,6 +87,13 @@ class SelectInMemory:
             threshold=sel.threshold,
             selection={**self.selection.model_dump(mode="json"), "seed": self.seed, "soft_scale": sel.scale},
         )
+        report["diagnostics"] = pair_diagnostics(
+            teacher_logprob=arrays["teacher_logprob"],
+            reference_logprob=arrays["reference_logprob"],
+            score=arrays["score"],
+            ok=arrays["ok"],
+            repeats=sel.repeats,
+        )
         write_plots(
             self.out,
             score=arrays["score"],
@@ -95,6 +103,7 @@ class SelectInMemory:
             kept=sel.repeats > 0,
             threshold=sel.threshold,
             seed=self.seed,
+            diagnostics=report["diagnostics"],
         )
         return {"kept": kept_chunks, "report": report}
 

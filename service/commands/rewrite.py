@@ -13,6 +13,7 @@ import time
 from tqdm import tqdm
 
 from corpus.config import RayOptions, RewriteConfig, SelectionConfig
+from corpus.diagnostics import describe
 from corpus.executor import Executor, LocalExecutor
 from corpus.rewrite import RewriteProgress, run_rewrite
 from scoring.config import PairSpec
@@ -137,5 +138,7 @@ def run(args: argparse.Namespace) -> int:
             f"  {t.documents_in / result.seconds:,.1f} docs/s, {t.tokens_in / result.seconds:,.0f} tokens/s; "
             f"phases {', '.join(f'{k} {v:.1f}s' for k, v in result.phases.items())}"
         )
+    for line in describe(r["diagnostics"]) if "diagnostics" in r else []:
+        print(f"  {line}")
     print(f"  manifest: {result.output / 'manifest.json'}")
     return 0
