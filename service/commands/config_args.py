@@ -5,6 +5,7 @@ default applies, as it does over HTTP and in the settings."""
 from __future__ import annotations
 
 import argparse
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -12,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+from scoring.errors import ConfigError
 
 
 def flag_name(name: str, prefix: str = "") -> str:
@@ -65,3 +68,12 @@ def _help(field: FieldInfo) -> str:
     if field.default is not None and field.default is not False and not callable(field.default_factory):
         text += f" (default: {field.default})"
     return text.strip()
+
+
+def as_flags(exc: ConfigError, names: Iterable[str], *, prefix: str = "", flags: dict[str, str] | None = None) -> ConfigError:
+    """The model's error, naming the flags the user typed (`--chunk-docs=0`, not `chunk_docs=0`)."""
+    text = str(exc)
+    for name in names:
+        flag = (flags or {}).get(name) or flag_name(name, prefix)
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{flag}=", text)
+    return ConfigError(text)

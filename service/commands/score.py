@@ -23,9 +23,9 @@ from corpus.executor import LocalExecutor, StepProgress
 from corpus.layout import scores_dir
 from corpus.scores import read_chunk_scores
 from corpus.steps.score import ScoreInputs, scored_shards
-from scoring.errors import InputError
+from scoring.errors import ConfigError, InputError
 from service.commands.checks import check_output_path
-from service.commands.config_args import add_model_args, model_kwargs
+from service.commands.config_args import add_model_args, as_flags, model_kwargs
 from service.commands.engine_args import add_engine_args, pair_from_args
 
 SCHEMA = pa.schema(
@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).exists():
             raise InputError(f"input {path!r} does not exist")
     # The job's config validates the options (and holds their one default).
-    config = RewriteConfig(inputs=list(inputs), output=args.output, **model_kwargs(args, _OPTIONS))
+    try:
+        config = RewriteConfig(inputs=list(inputs), output=args.output, **model_kwargs(args, _OPTIONS))
+    except ConfigError as exc:
+        raise as_flags(exc, _OPTIONS) from None
     output = Path(args.output)
     check_output_path(output, "-o", directory=False)
     output.parent.mkdir(parents=True, exist_ok=True)
