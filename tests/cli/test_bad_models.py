@@ -150,7 +150,7 @@ def test_bad_output_paths_and_counts_get_one_line_before_any_model_loads(
     cases = [
         (["score", *pair, "-o", str(tmp_path), str(data)], "is a directory; give a file name"),
         (["score", *pair, "-o", str(a_file / "out.parquet"), str(data)], "is a file, so nothing can be created"),
-        (["score", *pair, "--chunk-docs", "0", "-o", str(tmp_path / "o.parquet"), str(data)], "chunk_docs=0"),
+        (["score", *pair, "--chunk-docs", "0", "-o", str(tmp_path / "o.parquet"), str(data)], "--chunk-docs=0"),
         (["rewrite", *pair, "--out", str(a_file), str(data)], "is a file; give a directory"),
         (["demo", "--docs", "-1", "--no-serve"], "--docs=-1"),
     ]
