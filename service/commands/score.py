@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -71,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     documents = 0
     try:
-        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd", write_statistics=False) as writer:
+        # The pair's fingerprint travels with the scores (`reweigh distill` records what it learnt from).
+        schema = SCHEMA.with_metadata({b"reweigh.fingerprint": json.dumps(engine.fingerprint.as_dict(), sort_keys=True)})
+        with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=False) as writer:
             for path in inputs:
                 for chunk in _chunks(read_documents(path, text_field=args.text_field, id_field=args.id_field), args.chunk_docs):
                     scores = score_documents(engine, chunk)
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                         rows["id"].append(str(doc.id))
                         for key, value in s.as_row().items():
                             rows[key].append(value)
-                    writer.write_table(pa.Table.from_pydict(rows, schema=SCHEMA))
+                    writer.write_table(pa.Table.from_pydict(rows, schema=schema))
                     documents += len(chunk)
                     bar.update(len(chunk))
                     bar.set_postfix(tok_s=f"{engine.stats.tokens / max(time.perf_counter() - started, 1e-9):,.0f}")
