@@ -47,8 +47,9 @@ def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a_) != len(b_) or len(a_) < 2:
         raise ValueError(f"spearman needs two arrays of one length >= 2 (got {len(a_)} and {len(b_)})")
-    rho = float(spearmanr(a_, b_).statistic)
-    return 0.0 if math.isnan(rho) else rho  # a constant array has no rank order
+    if np.ptp(a_) == 0 or np.ptp(b_) == 0:
+        return 0.0  # a constant array has no rank order
+    return float(spearmanr(a_, b_).statistic)
 
 
 def top_overlap(proxy: npt.ArrayLike, pair: npt.ArrayLike, alpha: float) -> float:

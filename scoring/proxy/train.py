@@ -81,6 +81,7 @@ class Sample:
 class DistillResult:
     model: ProxyModel
     report: dict[str, Any]
+    heldout: list[int]  # indices into the sample of the documents held out (for further checks)
 
 
 def _unit_interval(seed: int, salt: str, hashes: Sequence[str]) -> npt.NDArray[np.float64]:
@@ -214,7 +215,7 @@ def distill(
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return DistillResult(model, report)
+    return DistillResult(model, report, idx[test].tolist())
 
 
 def band_limits(model: ProxyModel, alpha: float, band: float) -> tuple[float, float]:
