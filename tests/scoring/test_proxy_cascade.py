@@ -102,7 +102,7 @@ def test_band_edges(zebra_cascade_proxy) -> None:
     assert none.stats.pair_share < 0.05 and everything.stats.pair_share == 1.0
     with pytest.raises(ConfigError, match="alpha=1"):
         CascadeScorer(ProxyScorer.load(proxy_dir), ZebraPair(), alpha=1.0, band=0.3)
-    with pytest.raises(ConfigError, match="band=1.5"):
+    with pytest.raises(ConfigError, match=r"band=1\.5"):
         CascadeSpec(ProxySpec(str(proxy_dir)), _ZebraSpec(), alpha=0.5, band=1.5)
 
 
