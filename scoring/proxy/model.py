@@ -35,7 +35,7 @@ from safetensors.numpy import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from scoring.errors import ConfigError, InputError
-from scoring.proxy.features import Family, build_features, dot, feature_count
+from scoring.proxy.features import Family, feature_count, predict
 from scoring.types import STATUS_BLANK, STATUS_EMPTY, STATUS_OK, DocScore
 
 # Bump when the numbers a given proxy directory produces for a text could change.
@@ -123,8 +123,7 @@ class ProxyModel:
     card: dict[str, Any]
 
     def raw_scores(self, texts: Sequence[str], ids_per_doc: Sequence[Sequence[int]]) -> Floats:
-        features = build_features(self.family, texts, ids_per_doc, self.vocab_size, self.hash_bits)
-        return dot(features, self.coef, self.intercept)
+        return predict(self.family, texts, ids_per_doc, self.vocab_size, self.hash_bits, self.coef, self.intercept)
 
     def quantile(self, level: float) -> float:
         """The proxy's score at quantile `level` in [0, 1] of its out-of-fold distribution."""
