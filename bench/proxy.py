@@ -37,7 +37,7 @@ from corpus.readers import read_documents
 from scoring import EngineConfig, ScoringEngine
 from scoring.models import cpu_has_native_bf16
 from scoring.proxy import CascadeScorer, DistillConfig, ProxyScorer, Sample, distill
-from scoring.proxy.agreement import top_overlap
+from scoring.proxy.agreement import top_mask, top_overlap
 from scoring.proxy.train import format_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,8 +187,7 @@ def main() -> None:
     r = result.report
     per_source = {}
     proxy_held = np.array([s.score for s in proxy.score(held_texts)])
-    kept_pair = pair_held >= np.sort(pair_held)[::-1][max(int(round(args.alpha * len(held))) - 1, 0)]
-    kept_proxy = proxy_held >= np.sort(proxy_held)[::-1][max(int(round(args.alpha * len(held))) - 1, 0)]
+    kept_pair, kept_proxy = top_mask(pair_held, args.alpha), top_mask(proxy_held, args.alpha)
     for src in sorted({sources[i] for i in held}):
         m = np.array([sources[i] == src for i in held])
         per_source[src] = (int(m.sum()), int(kept_pair[m].sum()), int(kept_proxy[m].sum()))
