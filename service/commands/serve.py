@@ -44,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="directory jobs may read and write (repeatable; REWEIGH_DATA_ROOTS)",
     )
     p.add_argument("--jobs-db", default=None, metavar="PATH", help="SQLite job store (REWEIGH_JOBS_DB)")
+    p.add_argument("--proxy", default=None, metavar="DIR",
+                   help="proxy directory (reweigh distill) served by POST /v1/scores?scorer=proxy (REWEIGH_PROXY)")
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     p.add_argument(
@@ -64,7 +66,7 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for option, field in _ENGINE_OPTIONS.items()
         if getattr(args, option) is not None
     }
-    for name in ("data_roots", "jobs_db", "host", "port", "environment", "ray_address", "ray_actors"):
+    for name in ("data_roots", "jobs_db", "proxy", "host", "port", "environment", "ray_address", "ray_actors"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
