@@ -66,7 +66,7 @@ def token_dot(
 ) -> npt.NDArray[np.float64]:
     """token_features(...) @ coef without building the matrix (the scoring path: no sort, no merge)."""
     rows, cols, data = _token_entries(ids_per_doc, vocab_size, hash_bits)
-    return np.bincount(rows, weights=coef[cols] * data, minlength=len(ids_per_doc))
+    return np.asarray(np.bincount(rows, weights=coef[cols] * data, minlength=len(ids_per_doc)), dtype=np.float64)
 
 
 def char_vectorizer(hash_bits: int) -> HashingVectorizer:
