@@ -273,6 +273,8 @@ def run_rewrite(
         skipped_inputs=skipped_list,
         shards=len(plan),
     )
+    # With a proxy or a cascade, documents the pair did not run on have no teacher log-prob.
+    report["documents"]["scored_by_pair"] = int((arrays["ok"] & np.isfinite(arrays["teacher_logprob"])).sum())
     write_report(out, report)
     write_plots(
         out,

@@ -133,11 +133,13 @@ def select(
 
     reason = np.full(n, NOT_SELECTED, dtype=np.uint8)
     # A not-ok document may carry any placeholder; a NaN score on an "ok" one is still unusable.
-    ok_a = ok_a & np.isfinite(score_a) & np.isfinite(teacher_a)
+    # A proxy-scored document is ok without a teacher log-prob (NaN): only the floor needs one.
+    ok_a = ok_a & np.isfinite(score_a)
     reason[~ok_a] = NOT_OK
     eligible = ok_a.copy()
     if config.min_teacher_logprob is not None:
-        low = eligible & (teacher_a < config.min_teacher_logprob)
+        # No teacher log-prob cannot pass a teacher floor (the CLI refuses a floor with a proxy).
+        low = eligible & ~(teacher_a >= config.min_teacher_logprob)
         reason[low] = BELOW_TEACHER_FLOOR
         eligible &= ~low
     if config.drop_duplicates:

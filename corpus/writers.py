@@ -93,7 +93,8 @@ def rows_to_table(
     arrays = []
     for f in schema:
         if f.name in added:
-            arrays.append(pa.array(added[f.name], type=f.type))
+            # from_pandas: NaN -> null, e.g. the log-probs of a proxy-scored document (the pair did not run).
+            arrays.append(pa.array(added[f.name], type=f.type, from_pandas=True))
             continue
         values = [row.get(f.name) for row in rows]
         if f.metadata == JSON_ENCODING:

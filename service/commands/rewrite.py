@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "directory) with a teacher/reference pair, select documents over the whole corpus, and write "
         "OUT/shards/*.parquet, OUT/report.json, plots and OUT/manifest.json (last). Resumable.",
     )
-    add_engine_args(p)
+    add_engine_args(p, required=False)  # required unless --scorer proxy:DIR (checked in scorer_from_args)
+    add_scorer_args(p)
     p.add_argument("--out", required=True, help="output directory (one job per directory)")
     g = p.add_argument_group("selection")
     g.add_argument("--select", dest="method", default="top-fraction", choices=["top-fraction", "soft"])
@@ -167,6 +168,47 @@ class ProgressBars:
             self.bar = None
 
 
+def add_scorer_args(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("scorer (default: the teacher/reference pair)")
+    s.add_argument("--scorer", default="pair", metavar="pair|proxy:DIR",
+                   help="proxy:DIR: score with a proxy from `reweigh distill` alone (no language model runs)")
+    s.add_argument("--cascade", default=None, metavar="proxy:DIR",
+                   help="the proxy everywhere, the pair only where the proxy score is within --band of the top-ratio threshold")
+    s.add_argument("--band", type=float, default=0.3,
+                   help="cascade: share of documents around the threshold (by the proxy's held-out scores) sent to the pair")
+
+
+def _proxy_dir(value: str, option: str) -> str:
+    if not value.startswith("proxy:") or not value[len("proxy:"):]:
+        raise ConfigError(f"{option} {value!r}: expected proxy:DIR")
+    return value[len("proxy:"):]
+
+
+def scorer_from_args(args: argparse.Namespace, config: RewriteConfig) -> Any:
+    """The pair, a proxy, or a cascade of both, as the options ask; combinations that cannot work are refused."""
+    from scoring.proxy import CascadeScorer, ProxyScorer
+
+    proxy = _proxy_dir(args.scorer, "--scorer") if args.scorer != "pair" else None
+    cascade = _proxy_dir(args.cascade, "--cascade") if args.cascade else None
+    if proxy and cascade:
+        raise ConfigError("--scorer proxy:DIR and --cascade proxy:DIR exclude each other")
+    if proxy or cascade:
+        if args.engine == "ray":
+            raise ConfigError("--scorer proxy and --cascade run with --engine local")
+        if config.selection.min_teacher_logprob is not None:
+            raise ConfigError("--min-teacher-logprob needs the teacher's log-prob of every document: use the pair, not a proxy")
+    if proxy:
+        return ProxyScorer.load(proxy)
+    if not args.teacher or not args.reference:
+        raise ConfigError("--teacher and --reference are required (or --scorer proxy:DIR)")
+    if not cascade:
+        return ray_job_from_args(args) if args.engine == "ray" else engine_from_args(args)
+    selection = config.selection
+    if selection.method != "top-fraction" or selection.keep_tokens is not None:
+        raise ConfigError("--cascade needs --select top-fraction with --ratio: its band surrounds a top-ratio threshold")
+    return CascadeScorer(ProxyScorer.load(cascade), engine_from_args(args), alpha=selection.effective_ratio, band=args.band)
+
+
 def add_ray_args(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("engine (same scores, shards and manifest on either)")
     r.add_argument("--engine", choices=["local", "ray"], default="local", help="score here, or on a Ray cluster")
@@ -186,7 +228,7 @@ def ray_job_from_args(args: argparse.Namespace) -> RayRewrite:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
-    engine: Any = ray_job_from_args(args) if args.engine == "ray" else engine_from_args(args)
+    engine: Any = scorer_from_args(args, config)
     bars = ProgressBars(len(config.inputs))
     try:
         if args.engine == "ray":  # .stats after the run: the actors' scoring time
@@ -212,6 +254,10 @@ def run(args: argparse.Namespace) -> int:
     if r["documents"]["not_scored_by_reason"]:
         print(f"  not scored: {r['documents']['not_scored_by_reason']}")
     print(f"  dropped: {r['documents']['dropped_by_reason']}; threshold: {r['threshold']}")
+    if args.scorer != "pair" or args.cascade:
+        docs = r["documents"]
+        print(f"  scored by the pair: {docs['scored_by_pair']} of {docs['scored']} documents "
+              f"({docs['scored_by_pair'] / max(docs['scored'], 1):.1%}); the proxy scored the rest")
     if m.skipped_inputs:
         print(f"  SKIPPED {len(m.skipped_inputs)} unreadable inputs (listed in the manifest):")
         for s in m.skipped_inputs:
