@@ -26,6 +26,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import argparse
 import json
 import platform
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -59,15 +60,17 @@ def cpu_description() -> str:
 
 
 def load_texts(files: list[Path], tokenizer: Any, max_tokens: int, limit: int | None) -> tuple[list[str], list[str]]:
-    texts, sources = [], []
-    for path in files:
-        for doc in read_documents(path):
-            if doc.text is None or not doc.text.strip():
-                continue
-            texts.append(doc.text)
-            sources.append(str(doc.fields.get("source", path.name)))
-            if limit is not None and len(texts) >= limit:
-                break
+    rows = [
+        (doc.text, str(doc.fields.get("source", path.name)))
+        for path in files
+        for doc in read_documents(path)
+        if doc.text is not None and doc.text.strip()
+    ]
+    # Seeded shuffle: the files are grouped by source, and --docs (or a run cut short) must still
+    # see a fair mix.
+    random.Random(0).shuffle(rows)
+    rows = rows[:limit]
+    texts, sources = [t for t, _ in rows], [s for _, s in rows]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     # decode(encode(text)[:k]) is a prefix of the text (byte-level BPE round-trips).
     return [tokenizer.decode(x[:max_tokens]) for x in ids], sources
