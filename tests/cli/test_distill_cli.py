@@ -127,3 +127,16 @@ def test_rewrite_refuses_what_cannot_work(tiny_pair, scored, proxy_dir, tmp_path
         code = _rewrite(tiny_pair, texts, tmp_path / "x", *args)
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_distill_from_a_rewrite_jobs_checkpoints(tiny_pair, scored, tmp_path: Path) -> None:
+    texts, _ = scored
+    assert _rewrite(tiny_pair, texts, tmp_path / "job") == 0
+    assert _distill(tiny_pair, texts, tmp_path / "job", tmp_path / "proxy") == 0
+    job_engine = json.loads((tmp_path / "job" / "manifest.json").read_text())["fingerprint"]["engine"]
+    assert ProxyScorer.load(tmp_path / "proxy").fingerprint.pair == job_engine
+    # A text edited since it was scored is caught by the checkpoints' content hashes.
+    lines = texts.read_text().splitlines(keepends=True)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join([json.dumps({"id": "d0", "text": "changed"}) + "\n", *lines[1:]]))
+    assert _distill(tiny_pair, edited, tmp_path / "job", tmp_path / "proxy2") == 2
