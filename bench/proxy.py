@@ -4,8 +4,9 @@
     .venv/bin/python bench/proxy.py --teacher T --reference R --corpus a.jsonl.zst ...
     .venv/bin/python bench/proxy.py --synthetic --docs 200   # tiny random pair: checks the plumbing only
 
-1. Documents (the committed 1,200, plus the full corpus's when it is built and --full is given) are
-   cut to their first --max-tokens tokens, so that the pair can score all of them on a CPU.
+1. Documents (the committed 1,200, plus the full corpus's when it is built and --full is given, plus
+   --noise-per-kind noisy documents of each kind in embedded/noise.py) are cut to their first
+   --max-tokens tokens, so that the pair can score all of them on a CPU.
 2. The pair scores them (resumable: a SQLite score cache and the timing live in --work); the
    pair's documents/s is measured on the documents it computed.
 3. `distill` trains the proxy (measured training time) and prints its held-out agreement report.
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from corpus.readers import read_documents
+from embedded.noise import NOISE_KINDS, make_noise
 from scoring import EngineConfig, ScoringEngine
 from scoring.models import cpu_has_native_bf16
 from scoring.proxy import CascadeScorer, DistillConfig, ProxyScorer, Sample, distill
@@ -59,7 +61,9 @@ def cpu_description() -> str:
     return f"{model}, {os.cpu_count()} cores, flags {'+'.join(wanted) or 'none'}, native bf16: {cpu_has_native_bf16()}"
 
 
-def load_texts(files: list[Path], tokenizer: Any, max_tokens: int, limit: int | None) -> tuple[list[str], list[str]]:
+def load_texts(
+    files: list[Path], tokenizer: Any, max_tokens: int, limit: int | None, noise_per_kind: int
+) -> tuple[list[str], list[str]]:
     rows = [
         (doc.text, str(doc.fields.get("source", path.name)))
         for path in files
@@ -68,7 +72,17 @@ def load_texts(files: list[Path], tokenizer: Any, max_tokens: int, limit: int | 
     ]
     # Seeded shuffle: the files are grouped by source, and --docs (or a run cut short) must still
     # see a fair mix.
-    random.Random(0).shuffle(rows)
+    rng = random.Random(0)
+    rng.shuffle(rows)
+    # Noise as web corpora have it (embedded/noise.py), made from clean documents: the noisy region
+    # of MiniPLM's picture, which the pair drops and the proxy must drop too.
+    noisy = [
+        (make_noise(kind, rows[k * noise_per_kind + j][0], rows[-1 - j][0], rng), f"noise: {kind}")
+        for k, kind in enumerate(NOISE_KINDS)
+        for j in range(noise_per_kind)
+    ]
+    rows = rows + noisy
+    rng.shuffle(rows)
     rows = rows[:limit]
     texts, sources = [t for t, _ in rows], [s for _, s in rows]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -76,12 +90,19 @@ def load_texts(files: list[Path], tokenizer: Any, max_tokens: int, limit: int | 
     return [tokenizer.decode(x[:max_tokens]) for x in ids], sources
 
 
-def score_with_pair(engine: ScoringEngine, texts: list[str], work: Path, chunk: int) -> tuple[list[Any], dict[str, float]]:
-    """Scores every text (cache hits for those scored before); accumulates the timing of real work."""
+def score_with_pair(
+    engine: ScoringEngine, texts: list[str], work: Path, chunk: int, budget_s: float | None
+) -> tuple[list[Any], dict[str, float]]:
+    """Scores the texts in order (cache hits for those scored before) until done or `budget_s` of
+    new work is spent; accumulates the timing of real work. Returns the scores of a prefix."""
     timing_path = work / f"pair-timing-{engine.fingerprint.digest[:16]}.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"documents": 0, "tokens": 0, "seconds": 0.0}
     results: list[Any] = []
+    started = time.perf_counter()
     for start in range(0, len(texts), chunk):
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            print(f"  pair: time budget spent, {start} of {len(texts)} documents scored", flush=True)
+            break
         before = (engine.stats.scored_documents, engine.stats.tokens)
         t0 = time.perf_counter()
         results.extend(engine.score(texts[start : start + chunk]))
@@ -114,8 +135,11 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="add the full corpus's documents when it is built")
     parser.add_argument("--docs", type=int, default=None, help="at most this many documents")
     parser.add_argument("--max-tokens", type=int, default=256, help="each document cut to its first N tokens")
+    parser.add_argument("--noise-per-kind", type=int, default=30, help="noisy documents added per noise kind")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=32, help="documents per pair call (the resume granularity)")
+    parser.add_argument("--pair-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop giving the pair new documents after this long; use those scored (a loaded machine)")
     parser.add_argument("--holdout", type=float, default=0.25)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--band", type=float, nargs="+", default=[0.2, 0.3])
@@ -146,11 +170,12 @@ def main() -> None:
             files = files + built[0]
     config = EngineConfig(dtype="float32", device="cpu", num_threads=args.threads)
     engine = ScoringEngine.from_pretrained(teacher, reference, config, cache=args.work / "pair-scores.sqlite")
-    texts, sources = load_texts(files, engine.tokenizer, args.max_tokens, args.docs)
+    texts, sources = load_texts(files, engine.tokenizer, args.max_tokens, args.docs, args.noise_per_kind)
     print(f"machine: {cpu_description()}; torch threads {torch.get_num_threads()}")
     print(f"{len(texts)} documents from {', '.join(p.name for p in files)}, each cut to {args.max_tokens} tokens")
 
-    scored, timing = score_with_pair(engine, texts, args.work, args.chunk)
+    scored, timing = score_with_pair(engine, texts, args.work, args.chunk, args.pair_budget)
+    texts, sources = texts[: len(scored)], sources[: len(scored)]
     pair_dps = timing["documents"] / timing["seconds"] if timing["seconds"] else float("nan")
     print(f"pair: {pair_dps:.2f} documents/s ({timing['tokens'] / max(timing['seconds'], 1e-9):,.0f} tokens/s) "
           f"measured on {timing['documents']} documents it computed")
