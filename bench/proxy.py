@@ -230,6 +230,7 @@ def write_results(args: argparse.Namespace, timing: dict[str, float], pair_dps: 
         "",
         f"Machine: {cpu_description()}; torch threads {torch.get_num_threads()}. "
         f"{time.strftime('%Y-%m-%d')}. Figures taken on a shared, loaded machine *(loaded)*.",
+        f"Pair: teacher {args.teacher or 'demo'}, reference {args.reference or 'demo'}.",
         f"{n_docs} documents, each cut to {args.max_tokens} tokens; {r['training']['heldout_documents']} held out.",
         "",
         "| | figure |",
