@@ -1,20 +1,20 @@
-"""Rewrite throughput on this machine: `--engine local` vs `--engine ray`, and Ray's overhead.
+"""Rewrite throughput on this machine: the local executor vs the Ray executor, and Ray's overhead.
 
 Same corpus (jsonl shards of 20..400-word documents), same random-weight pair (a 4-layer, 256-wide
 teacher and a 2-layer, 128-wide reference), same job settings. Runs, in one process:
 
     local, 1 torch thread        the reference bytes for the equality check
-    local, all cores             what `--engine local` does on this machine
+    local, all cores             what `--executor local` does on this machine
     ray, --actors A              A CPU actors with one thread each, on `ray.init(num_cpus=cores)`
 
-Prints documents/s of each (whole job, and its scoring phase), whether the Ray directory is
-byte-identical to the 1-thread local one, and Ray's overhead fraction:
+Prints documents/s of each (whole job, and its scoring phase), the seconds of every phase, whether
+the Ray directory is byte-identical to the 1-thread local one, and Ray's scoring efficiency:
 
-    1 - (seconds actors spent inside engine.score) / (actors x wall seconds of the Ray scoring pass)
+    (local 1-thread scoring seconds) / (A x Ray scoring-phase seconds)
 
-i.e. the share of the actors' reserved time not spent scoring: actor start-up and model loads,
-reading, pickling, scheduling and the driver's writes. Ray's own start-up (`ray.init`, which a
-cluster pays once, not per job) is printed apart.
+i.e. the share of the actors' reserved time that did the work one local thread does: the rest is
+actor start-up and model loads, reading, scheduling and writing. Ray's own start-up (`ray.init`,
+which a cluster pays once, not per job) is printed apart.
 
     python bench/ray_rewrite.py [--docs 3000] [--shards 4] [--actors 2] [--quick]
 """
@@ -27,6 +27,7 @@ import sys
 # Run as `python bench/ray_rewrite.py`, this file's folder comes first on sys.path, and
 # bench/scoring.py would shadow the `scoring` package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
 import json
@@ -38,10 +39,12 @@ from pathlib import Path
 
 import torch
 
-from corpus.ray_engine import RayOptions, RayRewrite, require_ray
-from corpus.rewrite import RewriteConfig, RewriteResult, run_rewrite
-from scoring import EngineConfig, ScoringEngine
-from scoring.synthetic import build_tokenizer, save_random_llama
+from corpus.config import RayOptions, RewriteConfig
+from corpus.executor.ray import RayExecutor, require_ray
+from corpus.rewrite import RewriteResult, run_rewrite
+from scoring import EngineConfig
+from scoring.config import PairSpec
+from tests.synthetic import build_tokenizer, save_random_llama
 
 WORDS = "the a of model teacher reference score corpus token document learn data read write ray".split()
 
@@ -68,13 +71,14 @@ def rate(docs: int, seconds: float) -> str:
     return f"{docs / seconds:8,.1f} docs/s" if seconds > 0 else "       - docs/s"
 
 
-def report(name: str, result: RewriteResult, load_s: float = 0.0) -> None:
+def report(name: str, result: RewriteResult) -> None:
     docs = result.manifest.totals.documents_in
     scoring = result.phases.get("scoring", 0.0)
     print(
-        f"{name:<28} job {result.seconds + load_s:6.1f}s {rate(docs, result.seconds + load_s)} | "
+        f"{name:<28} job {result.seconds:6.1f}s {rate(docs, result.seconds)} | "
         f"scoring phase {scoring:6.1f}s {rate(docs, scoring)}"
     )
+    print("    phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()))
 
 
 def main() -> None:
@@ -105,35 +109,25 @@ def main() -> None:
 
         results: dict[str, RewriteResult] = {}
         for name, threads in (("local-1", 1), ("local-all", cores)):
-            started = time.perf_counter()
-            engine = ScoringEngine.from_pretrained(
-                teacher, reference, one_thread.model_copy(update={"num_threads": threads})
-            )
-            load_s = time.perf_counter() - started
-            results[name] = run_rewrite(job(name), engine)
-            report(f"local, {threads} thread(s)", results[name], load_s)
+            pair = PairSpec(str(teacher), str(reference), one_thread.model_copy(update={"num_threads": threads}))
+            results[name] = run_rewrite(job(name), pair)  # the model load is in the job's time
+            report(f"local, {threads} thread(s)", results[name])
         torch.set_num_threads(cores)
 
         started = time.perf_counter()
         ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING)
         init_s = time.perf_counter() - started
+        executor = RayExecutor(RayOptions(actors=args.actors, workers=cores))
         try:
-            rewrite = RayRewrite(teacher, reference, one_thread, RayOptions(actors=args.actors))
-            results["ray"] = rewrite.run(job("ray"))
+            results["ray"] = run_rewrite(job("ray"), PairSpec(str(teacher), str(reference), one_thread), executor=executor)
         finally:
+            executor.close()
             ray.shutdown()
         report(f"ray, {args.actors} actor(s) x 1 thread", results["ray"])
-        st = rewrite.stats
-        busy = st.score_seconds / (args.actors * st.ray_seconds) if st.ray_seconds else 0.0
-        docs = results["ray"].manifest.totals.documents_in
+        ray_scoring = results["ray"].phases["scoring"]
+        efficiency = results["local-1"].phases["scoring"] / (args.actors * ray_scoring) if ray_scoring else 0.0
         print(f"  ray.init (once per cluster, not in the job):  {init_s:.1f}s")
-        print(f"  fingerprint probe (one model load):           {st.probe_seconds:.1f}s")
-        print(
-            f"  Ray scoring pass {st.ray_seconds:.1f}s wall, actors inside engine.score {st.score_seconds:.1f}s "
-            f"(forward {st.forward_seconds:.1f}s) = {busy:.0%} of {args.actors} x wall"
-        )
-        print(f"  Ray overhead fraction: {1 - busy:.0%} of actor time not spent scoring")
-        print(f"  steady-state rate inside the actors: {rate(docs, st.score_seconds / args.actors)}")
+        print(f"  Ray scoring efficiency: {efficiency:.0%} of {args.actors} actors x the scoring phase's wall time")
         same = tree(root / "ray") == tree(root / "local-1")
         print(f"  Ray directory byte-identical to local (1 thread): {'yes' if same else 'NO'}")
         print(

@@ -22,8 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpus.rewrite import RewriteConfig, run_rewrite
+from corpus.config import RewriteConfig, SelectionConfig
+from corpus.rewrite import run_rewrite
 from scoring import EngineConfig, ScoringEngine
+from scoring.protocols import BuiltScorer
 
 _WORDS = (
     "the of and to in is that for it as was with be by on not he this are or his from at which but have an they "
@@ -48,7 +50,7 @@ def generate_corpus(directory: Path, docs: int, shards: int, mean_words: int, se
 
 
 def synthetic_pair(directory: Path, hidden: int, layers: int) -> tuple[Path, Path]:
-    from scoring.synthetic import build_tokenizer, save_random_llama
+    from tests.synthetic import build_tokenizer, save_random_llama
 
     tok = build_tokenizer()
     teacher = save_random_llama(directory / "teacher", tok, hidden_size=hidden, num_layers=layers, seed=1)
@@ -92,8 +94,6 @@ def main() -> int:
             num_threads=args.threads,
         )
         engine = ScoringEngine.from_pretrained(teacher, reference, config)
-        from corpus.sampler import SelectionConfig
-
         job = RewriteConfig(
             inputs=inputs,
             output=str(root / "out"),
@@ -101,7 +101,7 @@ def main() -> int:
             selection=SelectionConfig(method=args.select),
         )
         started = time.perf_counter()
-        result = run_rewrite(job, engine)
+        result = run_rewrite(job, BuiltScorer(engine))
         wall = time.perf_counter() - started
 
     s = engine.stats

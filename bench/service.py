@@ -21,6 +21,7 @@ import sys
 # Run as `python bench/service.py`, this folder would come first on sys.path and `bench/scoring.py`
 # would shadow the `scoring` package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
@@ -37,8 +38,8 @@ import numpy as np
 import torch
 
 from scoring import EngineConfig, ScoringEngine
-from scoring.synthetic import build_tokenizer, save_random_llama
 from tests.service.live import LiveServer, free_port, serve_command
+from tests.synthetic import build_tokenizer, save_random_llama
 
 VOCAB = 8192
 

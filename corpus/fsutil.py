@@ -11,12 +11,15 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from corpus import confine
 
 TMP_SUFFIX = ".tmp"
 
@@ -41,6 +44,7 @@ def _tmp_name(path: Path) -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path to write; on success it is fsynced and renamed to `path`."""
     final = Path(path)
+    confine.check(final.parent)  # under a job's confinement: refuse a directory swapped for a symlink
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(final)
     try:
@@ -49,8 +53,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as exc:
+        raise _naming(exc, final) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming(exc: OSError, final: Path) -> OSError:
+    """The error with the file being written as its filename (pyarrow's IO errors name none, and the
+    temporary name means nothing to a reader); its errno recovered from the message if need be."""
+    code = exc.errno
+    if code is None:
+        match = re.search(r"errno (\d+)", str(exc), re.IGNORECASE)
+        code = int(match.group(1)) if match else None
+    if code is None:
+        return exc
+    return OSError(code, os.strerror(code), str(final))
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from corpus import confine
 from scoring.errors import InputError
 
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet", "datasets")
@@ -121,7 +122,7 @@ def read_documents(path: str | Path, *, text_field: str = "text", id_field: str 
 def _jsonl_documents(path: Path, fmt: str, text_field: str, id_field: str) -> Iterator[Document]:
     # Opened here, not inside the generator, so that an unreadable file fails when the reader is made.
     try:
-        fh = path.open("rb")
+        fh = confine.open_read(path)
     except OSError as exc:
         raise InputError(f"cannot open {str(path)!r}: {exc.strerror or exc}") from exc
     return _jsonl_rows(fh, path, fmt, text_field, id_field)
@@ -254,7 +255,7 @@ def _json_type(value: Any) -> str:
 
 def _parquet_documents(path: Path, text_field: str, id_field: str) -> Iterator[Document]:
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(confine.parquet_source(path))
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read parquet file {str(path)!r}: {exc}") from exc
     _check_text_column(pf.schema_arrow, text_field, path)
@@ -282,7 +283,7 @@ def _datasets_rows(path: Path, files: list[Path], text_field: str, id_field: str
     offset = 0
     for file in files:
         try:
-            reader = pa.ipc.open_stream(pa.memory_map(str(file)))
+            reader = pa.ipc.open_stream(confine.memory_map(file))
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"cannot read arrow file {str(file)!r} of {str(path)!r}: {exc}") from exc
         _check_text_column(reader.schema, text_field, file)

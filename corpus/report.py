@@ -33,9 +33,8 @@ def build_report(
     dropped: dict[str, int],
     threshold: float | None,
     selection: dict[str, Any],
-    skipped_inputs: list[dict[str, str]],
-    shards: int,
 ) -> dict[str, Any]:
+    """The report of a selection; the job adds `skipped_inputs` and `output_shards`."""
     kept = repeats > 0
     ok_scores = score[ok]
     return {
@@ -63,8 +62,6 @@ def build_report(
         },
         "weight_range": [float(weight[kept].min()), float(weight[kept].max())] if kept.any() else None,
         "selection": selection,
-        "skipped_inputs": skipped_inputs,
-        "output_shards": shards,
     }
 
 
@@ -82,6 +79,7 @@ def write_plots(
     kept: npt.NDArray[np.bool_],
     threshold: float | None,
     seed: int,
+    diagnostics: dict[str, Any] | None = None,
 ) -> None:
     import matplotlib
 
@@ -123,11 +121,36 @@ def write_plots(
         lo = float(min(reference_logprob[idx].min(), teacher_logprob[idx].min()))
         hi = float(max(reference_logprob[idx].max(), teacher_logprob[idx].max()))
         ax.plot([lo, hi], [lo, hi], color="#606060", linewidth=0.8, label="teacher = reference")
+    title = "Teacher vs reference: kept and dropped"
+    if diagnostics is not None and ok.any():
+        _draw_regions(ax, teacher_logprob[ok], reference_logprob[ok], diagnostics)
+        rho = diagnostics["rank_correlations"]["teacher_vs_reference"]
+        title += "\nSpearman(teacher, reference) " + ("undefined" if rho is None else f"{rho:.2f}")
+        if diagnostics["warnings"]:
+            title += "  WARNING: " + ", ".join(w["code"] for w in diagnostics["warnings"])
     ax.set_xlabel("reference mean log-prob (nats/token)")
     ax.set_ylabel("teacher mean log-prob (nats/token)")
-    ax.set_title("Teacher vs reference: kept and dropped")
+    ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", markerscale=4)
     fig.tight_layout()
     with atomic_path(out_dir / SCATTER_NAME) as tmp:
         fig.savefig(tmp, format="png", metadata=metadata)
     plt.close(fig)
+
+
+def _draw_regions(ax: Any, teacher: npt.NDArray[np.float64], reference: npt.NDArray[np.float64], diagnostics: dict[str, Any]) -> None:
+    """The medians that cut MiniPLM's regions (corpus/diagnostics.py), each labelled with its kept share."""
+    t_mid, r_mid = float(np.median(teacher)), float(np.median(reference))
+    ax.axhline(t_mid, color="#8060a0", linewidth=0.6, linestyle=":")
+    ax.plot([r_mid, r_mid], [t_mid, float(teacher.max())], color="#8060a0", linewidth=0.6, linestyle=":")
+    regions = diagnostics["regions"]
+    places = {
+        "easy": (0.98, 0.98, "right", "top"),
+        "hard": (0.02, 0.98, "left", "top"),
+        "noise": (0.02, 0.02, "left", "bottom"),
+    }
+    for name, (x, y, ha, va) in places.items():
+        r = regions[name]
+        share = "-" if r["kept_share"] is None else f"{100 * r['kept_share']:.0f}%"
+        ax.text(x, y, f"{name}: {r['documents']} docs, {share} kept", transform=ax.transAxes, ha=ha, va=va,
+                fontsize=8, color="#503070")

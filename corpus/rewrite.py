@@ -1,20 +1,13 @@
-"""The bulk rewrite job: score every input shard, select globally, write output shards, manifest last.
+"""The bulk rewrite job: score every input shard, select over the whole corpus, plan and write the
+output shards, then the report and the manifest (last). Directory layout: corpus/layout.py.
 
-Layout of the output directory:
+`run_rewrite` is the driver: it claims the directory and hands each step to an executor, which
+decides where the step's tasks run (corpus/executor/) and records each finished task. The driver
+holds only what the steps return (per-shard and per-chunk counts), never documents or scores.
 
-    job.json                      settings of the job (written first; a rerun must match it)
-    scores/00000-<name>/          per input shard: chunk-NNNNN.parquet ..., then _DONE.json
-    shards/part-00000.parquet     kept documents: original fields + score columns, repeats, weight
-    report.json, *.png            counts, quantiles, threshold; histogram and scatter
-    manifest.json                 written last: its presence is what makes the job finished
-
-Every file is written atomically, each step skips work whose output is already on disk, and every
-step is deterministic (fixed chunking, seeded selection, fixed parquet options), so a job killed at
-any point and rerun with the same settings ends byte-identical to one that never stopped.
-
-The steps are separately callable with plain inputs and outputs (`score_input_shard`,
-`load_selection_inputs` + `corpus.sampler.select`, `plan_output_shards` + `write_output_shards`),
-so a distributed executor can run them without this driver.
+Every file is written atomically and every step is deterministic (fixed chunking, seeded selection,
+fixed parquet options), so a job killed at any point and rerun with the same settings ends
+byte-identical to one that never stopped, whichever executor ran it.
 """
 
 from __future__ import annotations
@@ -26,19 +19,20 @@ import logging
 import shutil
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
-from pydantic import Field, model_validator
 
-from corpus.fsutil import dumps_json, remove_stale_tmp, sha256_file, write_json_atomic
+from corpus import confine
+from corpus.config import RewriteConfig
+from corpus.executor.base import Executor, Result, StepProgress, StepProgressFn
+from corpus.executor.local import LocalExecutor
+from corpus.fsutil import dumps_json, remove_stale_tmp, write_json_atomic
+from corpus.layout import JOB_FILE, OWNED
 from corpus.manifest import (
     MANIFEST_NAME,
     InputEntry,
@@ -49,77 +43,24 @@ from corpus.manifest import (
     load_manifest,
     write_manifest,
 )
-from corpus.readers import detect_format, status_kind
-from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME, build_report, write_plots, write_report
-from corpus.sampler import HASH_BYTES, SelectionConfig, select
-from corpus.scores import (
-    SCORES_SCHEMA,
-    SKIPPED_MARKER,
-    Engine,
-    ShardScoreSummary,
-    read_shard_scores,
-    score_input_shard,
-    shard_key,
-    unify_fields,
-)
-from corpus.settings import StrictModel
-from corpus.writers import (
-    ADDED_COLUMNS,
-    SHARDS_DIR,
-    KeptRows,
-    OutputShard,
-    output_schema,
-    plan_output_shards,
-    write_output_shards,
-)
-from scoring.errors import ConfigError, InputError, JobConflictError
+from corpus.readers import detect_format
+from corpus.report import REPORT_NAME, write_report
+from corpus.scores import ShardScores, schema_b64, unify_fields
+from corpus.selection_files import KeptChunk
+from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
+from corpus.steps.select_memory import SelectInMemory
+from corpus.steps.write import PlanShards, WriteShards
+from corpus.writers import ShardCut, output_schema
+from scoring.errors import InputError, JobConflictError
+from scoring.protocols import ScorerSpec
 
 log = logging.getLogger(__name__)
-
-JOB_FILE = "job.json"
-SCORES_DIR = "scores"
-DEFAULT_SHARD_BYTES = 64 << 20
-# Names a job owns in its directory: what --overwrite removes (and nothing else).
-_OWNED = (JOB_FILE, SCORES_DIR, SHARDS_DIR, REPORT_NAME, HISTOGRAM_NAME, SCATTER_NAME, MANIFEST_NAME)
-
-
-class RewriteConfig(StrictModel):
-    inputs: list[str] = Field(min_length=1)
-    output: str
-    selection: SelectionConfig = SelectionConfig()
-    seed: int = Field(default=0, ge=0)
-    text_field: str = "text"
-    id_field: str = "id"
-    shard_rows: int | None = Field(default=None, ge=1)
-    shard_bytes: int | None = Field(
-        default=None,
-        ge=1,
-        description=f"text bytes per output shard; default {DEFAULT_SHARD_BYTES} when neither is set",
-    )
-    on_error: Literal["fail", "skip"] = "fail"
-    overwrite: bool = False
-    chunk_docs: int = Field(default=2048, ge=1, description="documents per engine call and per checkpoint")
-
-    @model_validator(mode="after")
-    def _check(self) -> RewriteConfig:
-        seen: set[str] = set()
-        for p in self.inputs:
-            if p in seen:
-                raise ConfigError(f"input {p!r} is listed twice")
-            seen.add(p)
-        return self
-
-    @property
-    def sizing(self) -> tuple[int | None, int | None]:
-        if self.shard_rows is None and self.shard_bytes is None:
-            return None, DEFAULT_SHARD_BYTES
-        return self.shard_rows, self.shard_bytes
 
 
 @dataclass
 class RewriteProgress:
     phase: str  # "scoring" | "selecting" | "writing" | "reporting" | "done"
-    documents: int  # documents done in this phase (scoring: read; writing: written)
+    documents: int  # documents done in this phase (scoring: read; writing: written, with repeats)
     tokens: int
     shards_done: int  # input shards (scoring) or output shards (writing)
     shards_total: int
@@ -135,19 +76,150 @@ class RewriteResult:
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
 
 
-class JobEngine(Engine, Protocol):
-    @property
-    def fingerprint(self) -> Any: ...  # has .digest and .as_dict()
-
-
 ProgressCallback = Callable[[RewriteProgress], None]
-PrescoreFn = Callable[[Path, ProgressCallback], None]
 
 
-def job_fingerprint(config: RewriteConfig, engine: JobEngine) -> dict[str, Any]:
+def run_rewrite(
+    config: RewriteConfig,
+    scorer: ScorerSpec,
+    *,
+    executor: Executor | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> RewriteResult:
+    """Runs (or resumes) the job on `executor` (default: this process, closed at the end)."""
+    if not callable(getattr(scorer, "build", None)):
+        raise TypeError(
+            f"run_rewrite takes a ScorerSpec, not {type(scorer).__name__}: pass a spec the workers "
+            "build (e.g. PairSpec), or wrap a scorer built here in scoring.protocols.BuiltScorer"
+        )
+    if executor is not None:
+        return _Job(config, scorer, executor, progress, cancel).run()
+    local = LocalExecutor()
+    try:
+        return _Job(config, scorer, local, progress, cancel).run()
+    finally:
+        local.close()
+
+
+class _Job:
+    def __init__(
+        self,
+        config: RewriteConfig,
+        scorer: ScorerSpec,
+        executor: Executor,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.config, self.scorer, self.executor, self.cancel = config, scorer, executor, cancel
+        self.emit = progress or (lambda _p: None)
+        self.out = Path(config.output)
+        self.inputs = tuple(config.inputs)
+        self.phases: dict[str, float] = {}
+
+    def run(self) -> RewriteResult:
+        started = time.perf_counter()
+        confine.check(self.out)  # under the service's confinement: the output may have been swapped since submit
+        fingerprint = job_fingerprint(self.config, self.executor.fingerprint(self.scorer))
+        finished = self.claim(fingerprint)
+        if finished is not None:
+            finished.seconds = time.perf_counter() - started
+            return finished
+        formats = check_inputs(self.config)
+
+        scored = self.timed("scoring", self.score)
+        shards, skipped = scored_shards(scored), skipped_inputs(scored)
+        upstream = _digest(scored)  # later steps' markers hold only for these scores
+        selected = self.timed("selecting", lambda: self.select(shards, upstream))
+        kept = tuple(KeptChunk(*k) for k in selected["kept"])
+        fields = unify_fields([s.fields_schema() for _, s in sorted(shards.items())])
+        written = self.timed("writing", lambda: self.write(kept, fields, upstream))
+
+        t0 = time.perf_counter()
+        self.emit(RewriteProgress("reporting", 0, 0, 0, 1))
+        report = {
+            **selected["report"],
+            "skipped_inputs": [{"path": p, "reason": r} for p, r in skipped],
+            "output_shards": len(written),
+        }
+        write_report(self.out, report)
+        manifest = build_manifest(fingerprint, formats, self.inputs, shards, skipped, written, fields)
+        write_manifest(self.out, manifest)  # last: it is what marks the job finished
+        self.phases["reporting"] = time.perf_counter() - t0
+        t = manifest.totals
+        self.emit(RewriteProgress("done", t.documents_out, t.tokens_out, len(written), len(written)))
+        return RewriteResult(
+            self.out, manifest, report, already_done=False, seconds=time.perf_counter() - started, phases=self.phases
+        )
+
+    # ------------------------------------------------------------------------------------ steps
+
+    def score(self) -> list[Result]:
+        c = self.config
+        step = ScoreInputs(self.out, self.inputs, self.scorer, c.text_field, c.id_field, c.chunk_docs, c.on_error)
+        return self.executor.run(self.out, step, progress=self.progress("scoring", step.tasks), cancel=self.cancel)
+
+    def select(self, shards: dict[int, ShardScores], upstream: str) -> Result:
+        self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
+        c = self.config
+        step = SelectInMemory(
+            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed,
+            name=f"select-{upstream}",
+        )
+        [result] = self.executor.run(self.out, step, cancel=self.cancel)
+        return result
+
+    def write(self, kept: tuple[KeptChunk, ...], fields: pa.Schema, upstream: str) -> list[Result]:
+        plan = PlanShards(self.out, self.inputs, kept, *self.config.sizing, name=f"plan-{upstream}")
+        [cuts] = self.executor.run(self.out, plan, cancel=self.cancel)
+        step = WriteShards(
+            self.out,
+            self.inputs,
+            kept,
+            tuple(ShardCut(i, start, stop) for i, (start, stop) in enumerate(cuts["shards"])),
+            schema_b64(fields),
+            self.config.text_field,
+            self.config.id_field,
+            name=f"write-{upstream}",
+        )
+        return self.executor.run(self.out, step, progress=self.progress("writing", step.tasks), cancel=self.cancel)
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def claim(self, fingerprint: dict[str, Any]) -> RewriteResult | None:
+        """Claims the directory; returns the finished job when it already holds this one."""
+        identity = _job_identity(self.config, fingerprint)
+        if _claim_directory(self.out, identity, self.config.overwrite) and (self.out / MANIFEST_NAME).is_file():
+            manifest = load_manifest(self.out / MANIFEST_NAME)
+            # A job that skipped inputs is not finished for on_error="fail": it retries them (and fails).
+            if not (manifest.skipped_inputs and self.config.on_error == "fail"):
+                report = json.loads((self.out / REPORT_NAME).read_text())
+                return RewriteResult(self.out, manifest, report, already_done=True)
+        remove_stale_tmp(self.out)
+        return None
+
+    def timed(self, phase: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        self.phases[phase] = time.perf_counter() - t0
+        return result
+
+    def progress(self, phase: str, tasks: int) -> StepProgressFn:
+        totals = [0, 0, 0]
+
+        def on_step(p: StepProgress) -> None:
+            totals[0] += p.documents
+            totals[1] += p.tokens
+            totals[2] += p.tasks_done
+            self.emit(RewriteProgress(phase, totals[0], totals[1], totals[2], tasks))
+
+        return on_step
+
+
+def job_fingerprint(config: RewriteConfig, scorer_fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides the output bytes, and its digest (goes into the manifest)."""
     body = {
-        "engine": engine.fingerprint.as_dict(),
+        "engine": scorer_fingerprint,
         "selection": config.selection.model_dump(mode="json"),
         "seed": config.seed,
         "text_field": config.text_field,
@@ -168,6 +240,10 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
+def _digest(results: list[Result]) -> str:
+    return hashlib.sha256(dumps_json(results)).hexdigest()[:12]
+
+
 def _job_identity(config: RewriteConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
     inputs = []
     for p in config.inputs:
@@ -179,126 +255,6 @@ def _job_identity(config: RewriteConfig, fingerprint: dict[str, Any]) -> dict[st
     # on_error is left out on purpose: after a job fails on a corrupt shard, rerunning it with
     # --on-error skip must resume it, not be refused as a different job.
     return {"fingerprint": fingerprint, "inputs": inputs}
-
-
-def run_rewrite(
-    config: RewriteConfig,
-    engine: JobEngine,
-    *,
-    progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-    prescore: PrescoreFn | None = None,
-) -> RewriteResult:
-    """`prescore(out, emit)`, when given, runs after the directory is claimed and before step 1: a
-    distributed executor (corpus/ray_engine.py) writes the shards' score files there, and step 1 then
-    finds them done, so selection, shards and manifest come from this one code path."""
-    started = time.perf_counter()
-    out = Path(config.output)
-    fingerprint = job_fingerprint(config, engine)
-    identity = _job_identity(config, fingerprint)
-    if _claim_directory(out, identity, config.overwrite) and (out / MANIFEST_NAME).is_file():
-        manifest = load_manifest(out / MANIFEST_NAME)
-        # A job that skipped inputs is not finished for on_error="fail": it retries them (and fails).
-        if not (manifest.skipped_inputs and config.on_error == "fail"):
-            report = json.loads((out / REPORT_NAME).read_text())
-            return RewriteResult(
-                out, manifest, report, already_done=True, seconds=time.perf_counter() - started
-            )
-    remove_stale_tmp(out)
-    phases: dict[str, float] = {}
-    emit = progress or (lambda _p: None)
-
-    # 1. Score every input shard.
-    t0 = time.perf_counter()
-    formats = _check_inputs(config)
-    if prescore is not None:
-        prescore(out, emit)
-    summaries, skipped = _score_all(config, engine, out, emit, cancel)
-    phases["scoring"] = time.perf_counter() - t0
-
-    # 2. Select over the whole corpus.
-    t0 = time.perf_counter()
-    emit(RewriteProgress("selecting", 0, 0, 0, 1))
-    arrays, not_scored = load_selection_inputs(out, config, summaries)
-    sel = select(
-        config.selection,
-        score=arrays["score"],
-        teacher_logprob=arrays["teacher_logprob"],
-        n_tokens=arrays["n_tokens"],
-        ok=arrays["ok"],
-        content_hash=arrays["content_hash"],
-        seed=config.seed,
-    )
-    phases["selecting"] = time.perf_counter() - t0
-
-    # 3. Write the output shards.
-    t0 = time.perf_counter()
-    kept = kept_rows(config, summaries, arrays, sel.repeats, sel.weight)
-    kept_mask = sel.repeats > 0
-    plan = plan_output_shards(arrays["text_bytes"][kept_mask], *config.sizing)
-    fields = unify_fields([s.fields_schema() for s in summaries.values()])
-    written = [0, 0]
-
-    def on_shard(_shard: OutputShard, docs: int) -> None:
-        written[0] += 1
-        written[1] += docs
-        emit(RewriteProgress("writing", written[1], 0, written[0], len(plan)))
-
-    write_output_shards(
-        out,
-        kept,
-        plan,
-        fields,
-        text_field=config.text_field,
-        id_field=config.id_field,
-        cancel=cancel,
-        on_shard=on_shard,
-    )
-    phases["writing"] = time.perf_counter() - t0
-
-    # 4. Report and plots, then the manifest: last, because it is what marks the job finished.
-    t0 = time.perf_counter()
-    emit(RewriteProgress("reporting", 0, 0, 0, 1))
-    skipped_list = [{"path": p, "reason": r} for p, r in skipped]
-    report = build_report(
-        ok=arrays["ok"],
-        not_scored=not_scored,
-        score=arrays["score"],
-        n_tokens=arrays["n_tokens"],
-        repeats=sel.repeats,
-        weight=sel.weight,
-        dropped=sel.dropped,
-        threshold=sel.threshold,
-        selection={**config.selection.model_dump(mode="json"), "seed": config.seed, "soft_scale": sel.scale},
-        skipped_inputs=skipped_list,
-        shards=len(plan),
-    )
-    # With a proxy or a cascade, documents the pair did not run on have no teacher log-prob.
-    report["documents"]["scored_by_pair"] = int((arrays["ok"] & np.isfinite(arrays["teacher_logprob"])).sum())
-    write_report(out, report)
-    write_plots(
-        out,
-        score=arrays["score"],
-        teacher_logprob=arrays["teacher_logprob"],
-        reference_logprob=arrays["reference_logprob"],
-        ok=arrays["ok"],
-        kept=kept_mask,
-        threshold=sel.threshold,
-        seed=config.seed,
-    )
-    manifest = build_manifest(
-        out, config, fingerprint, formats, summaries, skipped, plan, fields, arrays, sel.repeats
-    )
-    write_manifest(out, manifest)
-    phases["reporting"] = time.perf_counter() - t0
-    emit(
-        RewriteProgress(
-            "done", manifest.totals.documents_out, manifest.totals.tokens_out, len(plan), len(plan)
-        )
-    )
-    return RewriteResult(
-        out, manifest, report, already_done=False, seconds=time.perf_counter() - started, phases=phases
-    )
 
 
 def _claim_directory(out: Path, identity: dict[str, Any], overwrite: bool) -> bool:
@@ -316,7 +272,7 @@ def _claim_directory(out: Path, identity: dict[str, Any], overwrite: bool) -> bo
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise JobConflictError(f"{str(out)!r} is not empty and holds no reweigh job; use an empty directory")
     if overwrite:
-        for name in _OWNED:
+        for name in OWNED:
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -346,8 +302,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _check_inputs(config: RewriteConfig) -> dict[str, str]:
-    """Formats of the inputs, checked before any scoring: a typo fails in a second, not after hours."""
+def check_inputs(config: RewriteConfig) -> dict[str, str]:
+    """Formats of the inputs, from their names, before any scoring: a typo fails in a second, not
+    after hours. (No input is opened here: on Ray, only workers read inputs.)"""
     formats = {}
     for p in config.inputs:
         try:
@@ -359,196 +316,34 @@ def _check_inputs(config: RewriteConfig) -> dict[str, str]:
     return formats
 
 
-def _score_all(
-    config: RewriteConfig,
-    engine: JobEngine,
-    out: Path,
-    emit: ProgressCallback,
-    cancel: threading.Event | None,
-) -> tuple[dict[int, ShardScoreSummary], list[tuple[str, str]]]:
-    summaries: dict[int, ShardScoreSummary] = {}
-    skipped: list[tuple[str, str]] = []
-    totals = [0, 0]
-
-    def on_docs(docs: int, tokens: int) -> None:
-        totals[0] += docs
-        totals[1] += tokens
-        emit(
-            RewriteProgress(
-                "scoring", totals[0], totals[1], len(summaries) + len(skipped), len(config.inputs)
-            )
-        )
-
-    for index, path in enumerate(config.inputs):
-        shard_dir = out / SCORES_DIR / shard_key(index, path)
-        marker = shard_dir / SKIPPED_MARKER
-        if marker.is_file():
-            if config.on_error == "skip":
-                skipped.append((path, json.loads(marker.read_text())["reason"]))
-                continue
-            marker.unlink()  # on_error="fail" now: try the shard again, and fail if it still cannot be read
-        try:
-            summaries[index] = score_input_shard(
-                path,
-                engine,
-                shard_dir,
-                text_field=config.text_field,
-                id_field=config.id_field,
-                chunk_docs=config.chunk_docs,
-                cancel=cancel,
-                progress=on_docs,
-            )
-        except InputError as exc:
-            if config.on_error == "fail":
-                raise InputError(
-                    f"input shard {index} failed (the job stops; --on-error skip would skip it): {exc}"
-                ) from exc
-            log.warning("skipping input %s: %s", path, exc)
-            write_json_atomic(marker, {"path": path, "reason": str(exc)})
-            skipped.append((path, str(exc)))
-        emit(
-            RewriteProgress(
-                "scoring", totals[0], totals[1], len(summaries) + len(skipped), len(config.inputs)
-            )
-        )
-    return summaries, skipped
-
-
-_SELECTION_COLUMNS = (
-    "row",
-    "content_hash",
-    "text_bytes",
-    "n_tokens",
-    "teacher_logprob",
-    "reference_logprob",
-    "score",
-    "status",
-)
-
-
-def load_selection_inputs(
-    out: Path, config: RewriteConfig, summaries: dict[int, ShardScoreSummary]
-) -> tuple[dict[str, npt.NDArray[Any]], dict[str, int]]:
-    """Stored scores of every scored input shard, concatenated in input order (plus `input`, the
-    input index, and `ok`), and the count of documents not scored, by reason kind.
-
-    Statuses stay in arrow (a Python string per document would cost ~60 bytes each)."""
-    tables, owner = [], []
-    for index in sorted(summaries):
-        table = read_shard_scores(
-            out / SCORES_DIR / shard_key(index, config.inputs[index]), summaries[index], _SELECTION_COLUMNS
-        )
-        tables.append(table)
-        owner.append(np.full(len(table), index, dtype=np.int64))
-    empty = SCORES_SCHEMA.empty_table().select(list(_SELECTION_COLUMNS))
-    table = pa.concat_tables(tables) if tables else empty
-    arrays: dict[str, npt.NDArray[Any]] = {}
-    for name in ("row", "text_bytes", "n_tokens"):
-        arrays[name] = np.asarray(table.column(name).to_numpy(), dtype=np.int64)
-    for name in ("teacher_logprob", "reference_logprob", "score"):  # nulls (not scored) -> NaN
-        arrays[name] = np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
-    status = table.column("status")
-    ok = pc.equal(status, "ok")
-    arrays["ok"] = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
-    not_scored: Counter[str] = Counter()
-    for item in pc.value_counts(pc.filter(status, pc.invert(ok))).to_pylist():
-        not_scored[status_kind(item["values"])] += item["counts"]
-    arrays["content_hash"] = _hash_prefixes(table.column("content_hash"), len(table))
-    arrays["input"] = np.concatenate(owner) if owner else np.zeros(0, np.int64)
-    return arrays, dict(sorted(not_scored.items()))
-
-
-def _hash_prefixes(column: pa.ChunkedArray, n: int) -> npt.NDArray[np.bytes_]:
-    out = np.zeros(n, dtype=f"S{HASH_BYTES}")
-    start = 0
-    for chunk in column.chunks:
-        filled = chunk.fill_null(b"\0" * 32)
-        raw = np.frombuffer(filled.buffers()[1], dtype="S32", count=len(filled) + filled.offset)[
-            filled.offset :
-        ]
-        out[start : start + len(filled)] = raw.astype(f"S{HASH_BYTES}")
-        start += len(filled)
-    return out
-
-
-def kept_rows(
-    config: RewriteConfig,
-    summaries: dict[int, ShardScoreSummary],
-    arrays: dict[str, npt.NDArray[Any]],
-    repeats: npt.NDArray[np.int64],
-    weight: npt.NDArray[np.float64],
-) -> list[KeptRows]:
-    out = []
-    for index in sorted(summaries):
-        mask = (arrays["input"] == index) & (repeats > 0)
-        values = {
-            "score": arrays["score"][mask],
-            "teacher_logprob": arrays["teacher_logprob"][mask],
-            "reference_logprob": arrays["reference_logprob"][mask],
-            "n_tokens": arrays["n_tokens"][mask],
-            "repeats": repeats[mask],
-            "weight": weight[mask],
-        }
-        out.append(KeptRows(index, config.inputs[index], arrays["row"][mask], values))
-    return out
-
-
 def build_manifest(
-    out: Path,
-    config: RewriteConfig,
     fingerprint: dict[str, Any],
     formats: dict[str, str],
-    summaries: dict[int, ShardScoreSummary],
+    inputs: tuple[str, ...],
+    shards: dict[int, ShardScores],
     skipped: list[tuple[str, str]],
-    plan: list[OutputShard],
+    written: list[Result],
     fields: pa.Schema,
-    arrays: dict[str, npt.NDArray[Any]],
-    repeats: npt.NDArray[np.int64],
 ) -> Manifest:
-    kept = repeats > 0
-    kept_repeats = repeats[kept]
-    kept_tokens = arrays["n_tokens"][kept] * kept_repeats
-    shards = []
-    for s in plan:
-        path = out / s.path
-        shards.append(
-            ShardEntry(
-                path=s.path,
-                rows=s.stop - s.start,
-                documents=int(kept_repeats[s.start : s.stop].sum()),
-                tokens=int(kept_tokens[s.start : s.stop].sum()),
-                bytes=path.stat().st_size,
-                sha256=sha256_file(path),
-            )
-        )
-    ok = arrays["ok"]
+    """From what the steps returned: the scorer's per-input counts and the writers' per-shard ones."""
+    entries = [ShardEntry(**w) for w in written]
     totals = Totals(
-        documents_in=len(ok),
-        tokens_in=int(arrays["n_tokens"][ok].sum()),
-        rows_out=int(kept.sum()),
-        documents_out=int(kept_repeats.sum()),
-        tokens_out=int(kept_tokens.sum()),
+        documents_in=sum(s.rows for s in shards.values()),
+        tokens_in=sum(s.tokens for s in shards.values()),
+        rows_out=sum(e.rows for e in entries),
+        documents_out=sum(e.documents for e in entries),
+        tokens_out=sum(e.tokens for e in entries),
     )
     return Manifest(
         fingerprint=fingerprint,
         columns=output_schema(fields).names,
-        shards=shards,
+        shards=entries,
         totals=totals,
         inputs=[
-            InputEntry(path=config.inputs[i], format=formats[config.inputs[i]], rows=s.rows)
-            for i, s in sorted(summaries.items())
+            InputEntry(path=inputs[i], format=formats[inputs[i]], rows=s.rows) for i, s in sorted(shards.items())
         ],
         skipped_inputs=[SkippedInput(path=p, reason=r) for p, r in skipped],
     )
 
 
-__all__ = [
-    "ADDED_COLUMNS",
-    "RewriteConfig",
-    "RewriteProgress",
-    "RewriteResult",
-    "job_fingerprint",
-    "kept_rows",
-    "load_selection_inputs",
-    "run_rewrite",
-]
+__all__ = ["RewriteConfig", "RewriteProgress", "RewriteResult", "job_fingerprint", "run_rewrite"]

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, model_validator
 
-from corpus.settings import StrictModel
+from corpus.config import SelectionConfig
 from scoring.errors import ConfigError
 
 # Why a document got zero repeats (index into DROP_REASONS); KEPT for the others.
@@ -35,63 +33,6 @@ DROP_REASONS = ("kept", "not_ok", "below_teacher_floor", "duplicate", "not_selec
 
 HASH_BYTES = 16  # content-hash prefix kept per document: ample for duplicates, half the memory
 
-_SOFT_ONLY = ("temperature", "min_weight", "max_weight", "target_documents", "target_tokens")
-_TOP_ONLY = ("ratio", "keep_tokens")
-
-
-class SelectionConfig(StrictModel):
-    """How scores become weights. Fields of the other method are refused, not silently ignored."""
-
-    method: Literal["top-fraction", "soft"] = "top-fraction"
-    # top-fraction: the share of eligible documents kept (MiniPLM's alpha), or a token budget.
-    ratio: float | None = Field(default=None, description="top-fraction: share kept, in (0, 1]; default 0.5")
-    keep_tokens: int | None = Field(
-        default=None, ge=1, description="top-fraction: token budget instead of a ratio"
-    )
-    # soft
-    temperature: float = 1.0
-    min_weight: float = Field(default=0.0, ge=0.0)
-    max_weight: float = 4.0
-    target_documents: int | None = Field(
-        default=None, ge=1, description="soft: total repeats; default = eligible docs"
-    )
-    target_tokens: int | None = Field(
-        default=None, ge=1, description="soft: total tokens instead of documents"
-    )
-    # guards
-    min_teacher_logprob: float | None = None
-    drop_duplicates: bool = True
-
-    @model_validator(mode="after")
-    def _check(self) -> SelectionConfig:
-        given = self.model_fields_set
-        wrong = _SOFT_ONLY if self.method == "top-fraction" else _TOP_ONLY
-        for name in wrong:
-            if name in given and getattr(self, name) is not None:
-                raise ConfigError(f"{name}={getattr(self, name)!r} does not apply to method={self.method!r}")
-        if self.ratio is not None and not (0.0 < self.ratio <= 1.0):
-            raise ConfigError(f"ratio={self.ratio} must be in (0, 1]")
-        if self.ratio is not None and self.keep_tokens is not None:
-            raise ConfigError(
-                f"ratio={self.ratio} and keep_tokens={self.keep_tokens} are exclusive: give one"
-            )
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ConfigError(f"temperature={self.temperature} must be a positive finite number")
-        if not (self.max_weight > self.min_weight and math.isfinite(self.max_weight)):
-            raise ConfigError(
-                f"max_weight={self.max_weight} must be finite and above min_weight={self.min_weight}"
-            )
-        if self.target_documents is not None and self.target_tokens is not None:
-            raise ConfigError(
-                f"target_documents={self.target_documents} and target_tokens={self.target_tokens} are exclusive"
-            )
-        if self.min_teacher_logprob is not None and not math.isfinite(self.min_teacher_logprob):
-            raise ConfigError(f"min_teacher_logprob={self.min_teacher_logprob} must be finite")
-        return self
-
-    @property
-    def effective_ratio(self) -> float:
-        return 0.5 if self.ratio is None and self.keep_tokens is None else (self.ratio or 0.0)
 
 
 @dataclass
@@ -133,13 +74,11 @@ def select(
 
     reason = np.full(n, NOT_SELECTED, dtype=np.uint8)
     # A not-ok document may carry any placeholder; a NaN score on an "ok" one is still unusable.
-    # A proxy-scored document is ok without a teacher log-prob (NaN): only the floor needs one.
-    ok_a = ok_a & np.isfinite(score_a)
+    ok_a = ok_a & np.isfinite(score_a) & np.isfinite(teacher_a)
     reason[~ok_a] = NOT_OK
     eligible = ok_a.copy()
     if config.min_teacher_logprob is not None:
-        # No teacher log-prob cannot pass a teacher floor (the CLI refuses a floor with a proxy).
-        low = eligible & ~(teacher_a >= config.min_teacher_logprob)
+        low = eligible & (teacher_a < config.min_teacher_logprob)
         reason[low] = BELOW_TEACHER_FLOOR
         eligible &= ~low
     if config.drop_duplicates:

@@ -1,9 +1,20 @@
-"""The demo reference model: a small Llama with the teacher's tokenizer, trained by us on D_ref.
+"""The demo reference model: a small Llama with the teacher's tokenizer, built by us on D_ref.
 
-As in MiniPLM, the reference is much smaller than the teacher and trained on a random slice of the
-corpus (D_ref) that is then never scored. Training is seeded: the same data, spec, seed, thread
-count and hardware give the same weights. It takes a few minutes on 2 CPU cores, which is why it is
-trained at set-up rather than committed (25 MB of float32 weights would dwarf the repository).
+As in MiniPLM, the reference is much smaller than the teacher and fitted to a random slice of the
+corpus (D_ref) that is then never scored. Two recipes (`ReferenceSpec.init`):
+
+- `scratch`: a small Llama from random weights, trained on D_ref. On a CPU budget of minutes it only
+  reaches unigram-level loss, so it does not find the same text easy as the teacher does (measured
+  Spearman 0.07 on the demo corpus): the difference score then degenerates into teacher perplexity.
+- `teacher-cut`: the teacher's embeddings, first `layers` decoder layers (and optionally its last
+  `top_layers`), final norm and head; the top `adapt_layers` of them (and the final norm) adapted on
+  D_ref with the rest frozen. The idea: it shares what the teacher learnt about tokens and local
+  context, so both would agree on what is easy. Measured (bench/reference.py): without training its
+  logits are far worse than uniform and the score becomes its ranking negated; adapting it costs
+  more than the demo's budget on 2 loaded CPU cores. Kept as an option, not the default.
+
+Building is seeded: the same data, spec, seed, thread count and hardware give the same weights. It
+takes minutes on 2 CPU cores, which is why it is built at set-up rather than committed.
 
 Float32 by default: on CPUs without native bf16 (no AMX / avx512-bf16), bf16 matmuls are emulated
 and hundreds of times slower. bf16 autocast is used only where the hardware runs it natively.
@@ -19,7 +30,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -39,12 +50,26 @@ TRAINER_VERSION = "1"
 TRAINING_FILE = "training.json"
 
 
+Init = Literal["scratch", "teacher-cut"]
+
+
 @dataclass(frozen=True)
 class ReferenceSpec:
-    """Architecture and training budget. `seq_len` is also the model's context: positions beyond
-    it were never trained, so the engine must not score longer windows with it."""
+    """Recipe, architecture and training budget. `seq_len` is also the model's context: positions
+    beyond it were never trained, so the engine must not score longer windows with it.
 
+    `width`, `heads` and `intermediate` shape a `scratch` model; a `teacher-cut` one has the
+    teacher's shape and only chooses `layers` (kept from the bottom), `top_layers` (the teacher's
+    last layers, kept above them: their output is in the space the final norm and head read, where
+    a bottom slice alone gives logits worse than uniform) and `adapt_layers` (trained, from the top
+    of the kept stack; embeddings and head stay frozen). `train_tokens=0` means no training:
+    only a teacher cut can be used as it is.
+    """
+
+    init: Init = "scratch"
     layers: int = 4
+    adapt_layers: int = 1
+    top_layers: int = 0
     width: int = 128
     heads: int = 4
     intermediate: int = 512
@@ -58,9 +83,21 @@ class ReferenceSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.init not in ("scratch", "teacher-cut"):
+            raise ConfigError(f"init={self.init!r} is not one of 'scratch', 'teacher-cut'")
+        if self.layers < 1:
+            raise ConfigError(f"layers={self.layers} must be at least 1")
         if self.width % self.heads:
             raise ConfigError(f"width={self.width} is not divisible by heads={self.heads}")
-        if self.train_tokens < self.seq_len * self.batch_rows:
+        if self.init == "teacher-cut" and not 0 <= self.adapt_layers <= self.layers + self.top_layers:
+            raise ConfigError(
+                f"adapt_layers={self.adapt_layers} must lie in [0, layers + top_layers={self.layers + self.top_layers}]"
+            )
+        if self.top_layers < 0 or (self.init == "scratch" and self.top_layers):
+            raise ConfigError(f"top_layers={self.top_layers}: only a teacher cut keeps top layers (>= 0)")
+        if self.init == "scratch" and self.train_tokens == 0:
+            raise ConfigError("train_tokens=0 leaves a scratch reference random: only init='teacher-cut' may skip training")
+        if self.train_tokens and self.train_tokens < self.seq_len * self.batch_rows:
             raise ConfigError(
                 f"train_tokens={self.train_tokens} is less than one batch (batch_rows={self.batch_rows} x seq_len={self.seq_len})"
             )
@@ -72,6 +109,12 @@ class ReferenceSpec:
     @property
     def steps(self) -> int:
         return self.train_tokens // self.tokens_per_step
+
+
+# The embedded default, chosen by measurement (bench/reference.py; README "Measured"). The teacher
+# cuts measured so far give logits far worse than uniform without training, and adapting them costs
+# more than the demo's budget on 2 loaded cores, so the default stays the scratch model.
+DEMO_REFERENCE = ReferenceSpec()
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -118,13 +161,64 @@ def _lr_at(step: int, spec: ReferenceSpec) -> float:
     return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to 10%
 
 
+def cut_teacher(teacher_dir: Path, spec: ReferenceSpec) -> PreTrainedModel:
+    """The teacher's embeddings, first `spec.layers` and last `spec.top_layers` decoder layers, final
+    norm and head, in float32, with everything frozen except the top `spec.adapt_layers` of the kept
+    layers and (when there is training) the final norm."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    trunk = model.base_model
+    layers = trunk.layers
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ConfigError(f"{teacher_dir}: the teacher has no list of decoder layers to cut ({type(layers).__name__})")
+    total = len(layers)
+    kept = spec.layers + spec.top_layers
+    if kept >= total:
+        raise ConfigError(
+            f"layers={spec.layers} + top_layers={spec.top_layers} cuts nothing from a teacher of {total} layers"
+        )
+    index = [*range(spec.layers), *range(total - spec.top_layers, total)]
+    trunk.layers = torch.nn.ModuleList(layers[i] for i in index)
+    for position, layer in enumerate(trunk.layers):
+        if hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = position  # the KV-cache slot, should anyone generate with it
+    model.config.num_hidden_layers = kept
+    if getattr(model.config, "layer_types", None) is not None:
+        model.config.layer_types = [model.config.layer_types[i] for i in index]
+    model.config.max_position_embeddings = spec.seq_len
+    model.requires_grad_(False)
+    for layer in trunk.layers[kept - spec.adapt_layers :]:
+        layer.requires_grad_(True)
+    if spec.train_tokens:  # the final norm sets the scale of the logits: adapted whenever anything is
+        trunk.norm.requires_grad_(True)
+    return model
+
+
+def initial_model(spec: ReferenceSpec, tokenizer: PreTrainedTokenizerBase, teacher_dir: Path | None) -> PreTrainedModel:
+    if spec.init == "teacher-cut":
+        if teacher_dir is None:
+            raise ConfigError("init='teacher-cut' needs the teacher's directory")
+        return cut_teacher(teacher_dir, spec)
+    return build_model(
+        spec,
+        {
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+    )
+
+
 def train(
     docs: Sequence[str],
     tokenizer: PreTrainedTokenizerBase,
     spec: ReferenceSpec,
     device: torch.device | None = None,
+    teacher_dir: Path | None = None,
 ) -> tuple[PreTrainedModel, dict[str, float]]:
-    """Train a reference on `docs`; returns the model and its figures (losses, tokens, seconds)."""
+    """Build a reference on `docs`; returns the model and its figures (losses, tokens, seconds)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(spec.seed)
     context = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -138,36 +232,72 @@ def train(
     n_val = max(1, int(n_blocks * spec.val_fraction))
     val, train_blocks = blocks[order[:n_val]], blocks[order[n_val:]]
 
-    model = build_model(
-        spec,
-        {
-            "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-    )
+    started = time.monotonic()
+    model = initial_model(spec, tokenizer, teacher_dir)
     torch.nn.Module.to(model, device)  # in place; PreTrainedModel.to's decorated signature confuses mypy
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=spec.lr,
-        betas=(0.9, 0.95),
-    )
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     use_bf16 = native_bf16(device)
     log.info(
-        "training reference: %d layers x %d wide, %d steps of %d tokens (%d train blocks, %.1f epochs), %s",
-        spec.layers,
-        spec.width,
+        "building reference (%s): %d layers x %d wide, %d of %d parameters trained, %d steps of %d tokens "
+        "(%d train blocks, %.1f epochs), %s",
+        spec.init,
+        model.config.num_hidden_layers,
+        model.config.hidden_size,
+        sum(p.numel() for _, p in trainable),
+        sum(p.numel() for p in model.parameters()),
         spec.steps,
         spec.tokens_per_step,
         len(train_blocks),
         spec.steps * spec.batch_rows / len(train_blocks),
         "bf16 autocast" if use_bf16 else "float32",
     )
-    started = time.monotonic()
-    model.train()
+    loss_value = float("nan")
+    if spec.steps:
+        model.train()
+        loss_value = _fit(model, trainable, train_blocks, spec, device, generator, use_bf16, started)
+    seconds = time.monotonic() - started
+    model.eval()
+    with torch.inference_mode():
+        val_losses = [
+            float(model(input_ids=val[i : i + 8].to(device), labels=val[i : i + 8].to(device)).loss)
+            for i in range(0, len(val), 8)
+        ]
+    model.requires_grad_(True)  # saved weights carry no training state
+    figures = {
+        "train_loss": loss_value,
+        "val_loss": sum(val_losses) / len(val_losses),
+        "train_tokens": spec.steps * spec.tokens_per_step,
+        "d_ref_tokens": len(stream),
+        "seconds": round(seconds, 1),
+    }
+    log.info(
+        "reference built in %.0f s: final loss %.3f, validation loss %.3f",
+        seconds,
+        loss_value,
+        figures["val_loss"],
+    )
+    return model, figures
+
+
+def _fit(
+    model: PreTrainedModel,
+    trainable: list[tuple[str, torch.nn.Parameter]],
+    train_blocks: torch.Tensor,
+    spec: ReferenceSpec,
+    device: torch.device,
+    generator: torch.Generator,
+    use_bf16: bool,
+    started: float,
+) -> float:
+    """AdamW with warm-up and cosine decay over `spec.steps` batches; returns the last loss."""
+    decay = [p for _, p in trainable if p.dim() >= 2]
+    no_decay = [p for _, p in trainable if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.95),
+    )
+    params = [p for _, p in trainable]
     loss_value = float("nan")
     cursor, epoch_order = 0, torch.randperm(len(train_blocks), generator=generator)
     for step in range(spec.steps):
@@ -181,7 +311,7 @@ def train(
             loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         loss_value = float(loss.detach())
         if step % max(1, spec.steps // 10) == 0 or step == spec.steps - 1:
@@ -193,27 +323,7 @@ def train(
                 loss_value,
                 (step + 1) * spec.tokens_per_step / max(elapsed, 1e-9),
             )
-    seconds = time.monotonic() - started
-    model.eval()
-    with torch.inference_mode():
-        val_losses = [
-            float(model(input_ids=val[i : i + 8].to(device), labels=val[i : i + 8].to(device)).loss)
-            for i in range(0, len(val), 8)
-        ]
-    figures = {
-        "train_loss": loss_value,
-        "val_loss": sum(val_losses) / len(val_losses),
-        "train_tokens": spec.steps * spec.tokens_per_step,
-        "d_ref_tokens": len(stream),
-        "seconds": round(seconds, 1),
-    }
-    log.info(
-        "reference trained in %.0f s: final loss %.3f, validation loss %.3f",
-        seconds,
-        loss_value,
-        figures["val_loss"],
-    )
-    return model, figures
+    return loss_value
 
 
 def files_sha256(files: Sequence[Path]) -> str:
@@ -225,14 +335,17 @@ def files_sha256(files: Sequence[Path]) -> str:
 
 
 def _expected_source(spec: ReferenceSpec, ref_files: Sequence[Path], teacher_dir: Path) -> dict[str, object]:
-    return {
-        "kind": "trained",
+    record: dict[str, object] = {
+        "kind": "trained" if spec.init == "scratch" else "teacher-cut",
         "trainer_version": TRAINER_VERSION,
         "spec": asdict(spec),
         "d_ref_files": [p.name for p in ref_files],
         "d_ref_sha256": files_sha256(ref_files),
         "tokenizer_from": teacher_dir.name,
     }
+    if spec.init == "teacher-cut":  # the weights come from the teacher: another teacher, another reference
+        record["teacher_weights_sha256"] = files_sha256(sorted(teacher_dir.glob("*.safetensors")))
+    return record
 
 
 def _matches(directory: Path, expected: dict[str, object]) -> bool:
@@ -258,17 +371,17 @@ def ensure_reference(
     out_dir: Path | None = None,
     spec: ReferenceSpec | None = None,
 ) -> Path:
-    """The trained reference directory; trains it first when missing or made from other data/spec."""
+    """The reference directory; builds it first when missing or made from other data, spec or teacher."""
     from transformers import AutoTokenizer
 
     out_dir = out_dir or paths.reference_dir()
-    spec = spec or ReferenceSpec()
+    spec = spec or DEMO_REFERENCE
     expected = _expected_source(spec, ref_files, teacher_dir)
     if _matches(out_dir, expected):
         log.info("reference: %s is up to date", out_dir)
         return out_dir
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    model, figures = train(read_docs(ref_files), tokenizer, spec)
+    model, figures = train(read_docs(ref_files), tokenizer, spec, teacher_dir=teacher_dir)
     with paths.staged_directory(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -50,12 +51,17 @@ def document_windows(doc: int, token_ids: Sequence[int], context_id: int, max_le
 @dataclass(frozen=True)
 class PaddedBatch:
     """A right-padded batch of windows. With causal attention, right padding never influences a real
-    position, so no attention mask is needed (which keeps SDPA on its fast causal path)."""
+    position, so no attention mask is needed (which keeps SDPA on its fast causal path).
+
+    The counted predictions are listed on the host when the batch is built, so the model wrapper
+    gathers them with an index it already has instead of asking the device for `mask.nonzero()` (a
+    wait for the GPU on every batch)."""
 
     windows: tuple[Window, ...]
     input_ids: torch.Tensor  # [B, T] int64
-    targets: torch.Tensor  # [B, T] int64
-    target_mask: torch.Tensor  # [B, T] bool
+    counted_positions: torch.Tensor  # [N] int64: row * T + column of each counted prediction, row-major
+    counted_targets: torch.Tensor  # [N] int64: the token each counted prediction is scored on
+    counted_rows: np.ndarray  # [N] int64: batch row of each counted prediction (non-decreasing)
 
     @property
     def real_tokens(self) -> int:
@@ -66,17 +72,27 @@ class PaddedBatch:
         return int(self.input_ids.numel())
 
     @classmethod
-    def from_windows(cls, windows: Sequence[Window], pad_id: int) -> PaddedBatch:
+    def from_windows(cls, windows: Sequence[Window], pad_id: int, *, pin_memory: bool = False) -> PaddedBatch:
+        """`pin_memory` (for a CUDA device) lets the copies to the device run without blocking the host."""
         width = max(len(w.input_ids) for w in windows)
-        input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
-        targets = torch.full((len(windows), width), pad_id, dtype=torch.long)
-        target_mask = torch.zeros((len(windows), width), dtype=torch.bool)
+        input_ids = np.full((len(windows), width), pad_id, dtype=np.int64)
+        positions, targets, rows = [], [], []
         for row, w in enumerate(windows):
             m = len(w.input_ids)
-            input_ids[row, :m] = torch.tensor(w.input_ids, dtype=torch.long)
-            targets[row, :m] = torch.tensor(w.targets, dtype=torch.long)
-            target_mask[row, w.skip : m] = True
-        return cls(windows=tuple(windows), input_ids=input_ids, targets=targets, target_mask=target_mask)
+            input_ids[row, :m] = w.input_ids
+            positions.append(np.arange(row * width + w.skip, row * width + m, dtype=np.int64))
+            targets.append(np.asarray(w.targets[w.skip :], dtype=np.int64))
+            rows.append(np.full(m - w.skip, row, dtype=np.int64))
+        tensors = [torch.from_numpy(a) for a in (input_ids, np.concatenate(positions), np.concatenate(targets))]
+        if pin_memory:
+            tensors = [t.pin_memory() for t in tensors]
+        return cls(
+            windows=tuple(windows),
+            input_ids=tensors[0],
+            counted_positions=tensors[1],
+            counted_targets=tensors[2],
+            counted_rows=np.concatenate(rows),
+        )
 
 
 # A batch closes early when the next (shorter) window would fill less than this share of its width:
@@ -85,7 +101,9 @@ class PaddedBatch:
 MIN_ROW_FILL = 0.75
 
 
-def bucket_batches(windows: Sequence[Window], token_budget: int, pad_id: int) -> list[PaddedBatch]:
+def bucket_batches(
+    windows: Sequence[Window], token_budget: int, pad_id: int, *, pin_memory: bool = False
+) -> list[PaddedBatch]:
     """Sort windows longest first and fill each batch while rows x longest row fits the budget.
 
     Sorting by length keeps padding small; the sort is total (length, doc, position) so the batches,
@@ -101,10 +119,10 @@ def bucket_batches(windows: Sequence[Window], token_budget: int, pad_id: int) ->
         if current and (
             new_width * (len(current) + 1) > token_budget or len(w.input_ids) < MIN_ROW_FILL * width
         ):
-            batches.append(PaddedBatch.from_windows(current, pad_id))
+            batches.append(PaddedBatch.from_windows(current, pad_id, pin_memory=pin_memory))
             current, new_width = [], len(w.input_ids)
         current.append(w)
         width = new_width
     if current:
-        batches.append(PaddedBatch.from_windows(current, pad_id))
+        batches.append(PaddedBatch.from_windows(current, pad_id, pin_memory=pin_memory))
     return batches

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from scoring.errors import ConfigError
 from scoring.strict import StrictModel
+
+if TYPE_CHECKING:
+    from scoring.engine import ScoringEngine
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -22,15 +26,31 @@ class EngineConfig(StrictModel):
     - `token_budget`: padded tokens per forward batch (rows x longest row).
     - `logits_chunk_tokens`: tokens whose logits are materialised at once (chunk x vocab fp32 floats);
       None = as many as fit in 128 MiB for the model's vocabulary.
+    - `batch_invariant`: score every window alone, in a row of its own length, so a document's score
+      is a function of the document only, never of what it is batched with (the service batches
+      across requests, a job by chunk). Costs the batching of short windows; see README "Determinism, and what it does not cover".
     """
 
-    dtype: DType = "auto"
-    device: str = "auto"
-    max_length: int | None = Field(default=None, ge=2)
-    window_overlap: int | None = Field(default=None, ge=0)
-    token_budget: int = Field(default=16384, ge=1)
-    logits_chunk_tokens: int | None = Field(default=None, ge=1)
-    num_threads: int | None = Field(default=None, ge=1)
+    dtype: DType = Field(
+        default="auto",
+        description="auto: bf16 where the hardware multiplies it natively (AMX, AVX512-BF16, GPUs), else fp32",
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N | mps")
+    max_length: int | None = Field(
+        default=None, ge=2, description="tokens per window (default: the models' context, at most 2048)"
+    )
+    window_overlap: int | None = Field(
+        default=None, ge=0, description="context tokens re-read by each later window (default max_length/4)"
+    )
+    token_budget: int = Field(default=16384, ge=1, description="padded tokens per forward batch")
+    logits_chunk_tokens: int | None = Field(
+        default=None, ge=1, description="tokens whose logits are materialised at once (default: 128 MiB worth)"
+    )
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+    batch_invariant: bool = Field(
+        default=False,
+        description="score each window alone, so a score never depends on its batch-mates (slower on short documents)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:
@@ -47,3 +67,30 @@ class EngineConfig(StrictModel):
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"device={dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return self
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A teacher/reference pair to load where a job runs (picklable: Ray ships it to its workers)."""
+
+    teacher: str
+    reference: str
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    teacher_revision: str | None = None
+    reference_revision: str | None = None
+    cache: str | None = None  # SQLite score cache; local runs only (one file cannot serve a cluster)
+
+    def build(self) -> ScoringEngine:
+        from transformers.utils import logging as hf_logging
+
+        from scoring.engine import ScoringEngine
+
+        hf_logging.disable_progress_bar()  # per-worker load bars would flood the log
+        return ScoringEngine.from_pretrained(
+            self.teacher,
+            self.reference,
+            self.engine,
+            teacher_revision=self.teacher_revision,
+            reference_revision=self.reference_revision,
+            cache=self.cache,
+        )

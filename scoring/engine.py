@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +13,21 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from scoring.batching import Window, bucket_batches, document_windows
+from scoring.batching import PaddedBatch, Window, bucket_batches, document_windows
 from scoring.cache import ScoreCache
 from scoring.config import EngineConfig
 from scoring.errors import ConfigError, VocabularyMismatchError
 from scoring.fingerprint import Fingerprint, model_identity, tokenizer_sha256
-from scoring.models import ScoringModel, context_length, load_tokenizer, resolve_device, resolve_dtype
+from scoring.logprobs import sum_per_row
+from scoring.models import (
+    ScoringModel,
+    check_model_source,
+    context_length,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
+from scoring.protocols import ProgressFn
 from scoring.types import STATUS_BLANK, STATUS_EMPTY, DocScore, content_hash
 
 log = logging.getLogger(__name__)
@@ -29,7 +38,6 @@ DEFAULT_MAX_LENGTH = 2048
 # Fp32 logits materialised at once, per chunk: chunk_tokens = this / (4 bytes x vocab).
 LOGITS_CHUNK_BYTES = 128 << 20
 
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -67,6 +75,34 @@ def check_same_vocabulary(
             f"reference tokenizer {type(reference).__name__} from {reference_name!r} ({len(rv)} entries) "
             f"do not share a vocabulary ({diff} differing entries); difference scores need one tokenizer"
         )
+
+
+@dataclass
+class _InFlight:
+    """A batch whose log-probs may still be on their way from the device."""
+
+    batch: PaddedBatch
+    logprobs: torch.Tensor  # [2, N] float32 (teacher, reference): on the host once `ready` has fired
+    ready: torch.cuda.Event | None
+
+    @classmethod
+    def start(cls, batch: PaddedBatch, teacher: torch.Tensor, reference: torch.Tensor) -> _InFlight:
+        both = torch.stack((teacher, reference))
+        if both.device.type != "cuda":
+            return cls(batch, both, None)
+        host = torch.empty(both.shape, dtype=both.dtype, pin_memory=True)
+        host.copy_(both, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(batch, host, ready)
+
+    def row_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Float64 (teacher, reference) sums per batch row; the only wait for the device per batch."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        rows, n_rows = self.batch.counted_rows, len(self.batch.windows)
+        values = self.logprobs.numpy()
+        return sum_per_row(values[0], rows, n_rows), sum_per_row(values[1], rows, n_rows)
 
 
 class ScoringEngine:
@@ -111,15 +147,19 @@ class ScoringEngine:
         reference_revision: str | None = None,
     ) -> ScoringEngine:
         config = config or EngineConfig()
+        check_model_source(teacher, "teacher")
+        check_model_source(reference, "reference")
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        tok_t = load_tokenizer(teacher, teacher_revision)
-        tok_r = load_tokenizer(reference, reference_revision)
+        tok_t = load_tokenizer(teacher, teacher_revision, "teacher")
+        tok_r = load_tokenizer(reference, reference_revision, "reference")
         check_same_vocabulary(tok_t, tok_r, str(teacher), str(reference))
-        t_model = ScoringModel.load(teacher, dtype=dtype, device=device, revision=teacher_revision)
-        r_model = ScoringModel.load(reference, dtype=dtype, device=device, revision=reference_revision)
+        t_model = ScoringModel.load(teacher, dtype=dtype, device=device, revision=teacher_revision, role="teacher")
+        r_model = ScoringModel.load(
+            reference, dtype=dtype, device=device, revision=reference_revision, role="reference"
+        )
         limits = [x for x in (context_length(t_model.config), context_length(r_model.config)) if x]
         model_limit = min(limits) if limits else DEFAULT_MAX_LENGTH
         if config.max_length is not None and config.max_length > model_limit:
@@ -139,6 +179,7 @@ class ScoringEngine:
             max_length=max_length,
             window_overlap=overlap,
             cpu_threads=torch.get_num_threads() if device.type == "cpu" else None,
+            batch_invariant=config.batch_invariant,
         )
         if cache is not None and not isinstance(cache, ScoreCache):
             cache = ScoreCache(cache)
@@ -198,27 +239,45 @@ class ScoringEngine:
             empty = int((tokens_per_doc == 0).sum())
             if empty:
                 progress(empty, 0)
+        def accumulate(done: _InFlight) -> None:
+            batch = done.batch
+            t_rows, r_rows = done.row_sums()
+            docs = np.fromiter((w.doc for w in batch.windows), dtype=np.int64, count=len(batch.windows))
+            # Sequential per-row adds (not np.add.at ordering games): a document's windows may
+            # land in different batches, and float64 addition order is fixed by batch order.
+            for row, doc in enumerate(docs):
+                teacher_sum_per_doc[doc] += t_rows[row]
+                reference_sum_per_doc[doc] += r_rows[row]
+            np.subtract.at(windows_left, docs, 1)
+            counted = sum(w.counted for w in batch.windows)
+            self.stats.batches += 1
+            self.stats.tokens += counted
+            self.stats.input_tokens += batch.real_tokens
+            self.stats.padded_tokens += batch.slots
+            if progress is not None:
+                finished = int(np.count_nonzero(windows_left[np.unique(docs)] == 0))
+                progress(finished, counted)
+
+        on_gpu = self.teacher.device.type == "cuda"
+        in_flight: _InFlight | None = None
         with torch.inference_mode():
-            for batch in bucket_batches(windows, self.config.token_budget, self.pad_id):
+            for batch in self._batches(windows, pin_memory=on_gpu):
                 started = time.perf_counter()
-                t_rows = self.teacher.row_logprob_sums(batch, self.chunk_tokens)
-                r_rows = self.reference.row_logprob_sums(batch, self.chunk_tokens)
+                queued = _InFlight.start(
+                    batch,
+                    self.teacher.counted_logprobs(batch, self.chunk_tokens),
+                    self.reference.counted_logprobs(batch, self.chunk_tokens),
+                )
+                # One batch behind: on a GPU the next batch is queued before this one's results are
+                # read, so the device never idles while the host sums (on a CPU both are already done).
+                if in_flight is not None:
+                    accumulate(in_flight)
+                in_flight = queued
                 self.stats.forward_seconds += time.perf_counter() - started
-                docs = np.fromiter((w.doc for w in batch.windows), dtype=np.int64, count=len(batch.windows))
-                # Sequential per-row adds (not np.add.at ordering games): a document's windows may
-                # land in different batches, and float64 addition order is fixed by batch order.
-                for row, doc in enumerate(docs):
-                    teacher_sum_per_doc[doc] += t_rows[row]
-                    reference_sum_per_doc[doc] += r_rows[row]
-                np.subtract.at(windows_left, docs, 1)
-                counted = sum(w.counted for w in batch.windows)
-                self.stats.batches += 1
-                self.stats.tokens += counted
-                self.stats.input_tokens += batch.real_tokens
-                self.stats.padded_tokens += batch.slots
-                if progress is not None:
-                    finished = int(np.count_nonzero(windows_left[np.unique(docs)] == 0))
-                    progress(finished, counted)
+            if in_flight is not None:
+                started = time.perf_counter()
+                accumulate(in_flight)
+                self.stats.forward_seconds += time.perf_counter() - started
         self.stats.scored_documents += len(texts)
         results = []
         for doc, n in enumerate(tokens_per_doc.tolist()):
@@ -231,6 +290,12 @@ class ScoringEngine:
                     DocScore.from_logprobs(n, teacher_sum_per_doc[doc] / n, reference_sum_per_doc[doc] / n)
                 )
         return results
+
+    def _batches(self, windows: list[Window], *, pin_memory: bool) -> list[PaddedBatch]:
+        if self.config.batch_invariant:
+            # One window per batch and no padding: the kernels see shapes that only the window decides.
+            return [PaddedBatch.from_windows([w], self.pad_id, pin_memory=pin_memory) for w in windows]
+        return bucket_batches(windows, self.config.token_budget, self.pad_id, pin_memory=pin_memory)
 
     def close(self) -> None:
         if self.cache is not None:

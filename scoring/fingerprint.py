@@ -71,6 +71,8 @@ class Fingerprint:
     window_overlap: int
     # CPU kernels split sums across threads: 1 and 2 threads differ in the last bits of some scores.
     cpu_threads: int | None = None
+    # Windows scored alone (EngineConfig.batch_invariant) differ from batched ones in the last bits.
+    batch_invariant: bool = False
     score_definition: str = SCORE_DEFINITION_VERSION
     digest: str = field(init=False)
 
@@ -79,7 +81,7 @@ class Fingerprint:
         object.__setattr__(self, "digest", hashlib.sha256(body.encode()).hexdigest())
 
     def _body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "teacher": self.teacher,
             "reference": self.reference,
             "tokenizer_sha256": self.tokenizer_sha256,
@@ -90,6 +92,9 @@ class Fingerprint:
             "cpu_threads": self.cpu_threads,
             "score_definition": self.score_definition,
         }
+        if self.batch_invariant:  # only when set, so that the digests of batched engines stay as they were
+            body["batch_invariant"] = True
+        return body
 
     def as_dict(self) -> dict[str, Any]:
         return {**self._body(), "digest": self.digest}

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from scoring.batching import PaddedBatch
 from scoring.errors import ConfigError
-from scoring.logprobs import sum_per_row, target_logprobs
+from scoring.logprobs import picked_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,64 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_tokenizer(name_or_path: str | Path, revision: str | None = None) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: transformers' messages run to dozens of lines (lists of model types)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def check_model_source(name_or_path: str | Path, role: str = "model") -> None:
+    """Refuse, in one line, a model argument that cannot load, before transformers fails in forty.
+
+    A path that exists must be a directory with a readable config.json of a causal LM. A name that
+    is not a path must at least be a well-formed hub id (the hub itself is only asked when loading).
+    """
+    name = str(name_or_path)
+    what = f"{role} {name!r}"
+    path = Path(name).expanduser()
+    if not path.exists():
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            raise ConfigError(f"{what}: no such directory, and not a valid hub id either") from None
+        return
+    if not path.is_dir():
+        raise ConfigError(f"{what} is a file; give the model's directory (config.json, weights, tokenizer)")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{what}: the directory has no config.json, so it is not a saved model")
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{what}: cannot read config.json ({first_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what}: config.json holds a {type(raw).__name__}, not an object")
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{what}: config.json is not a transformers config ({first_line(exc)})") from None
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ConfigError(
+            f"{what} is a {type(config).__name__} (model_type {config.model_type!r}), not a causal LM: "
+            "teacher and reference must be next-token predictors (AutoModelForCausalLM)"
+        )
+
+
+def _load_failure(role: str, name_or_path: str | Path, what: str, exc: BaseException) -> ConfigError:
+    name = str(name_or_path)
+    where = "" if Path(name).expanduser().exists() else " (no such directory, so it was looked up as a hub id)"
+    return ConfigError(f"{role} {name!r}: cannot load its {what}{where}: {first_line(exc)}")
+
+
+def load_tokenizer(
+    name_or_path: str | Path, revision: str | None = None, role: str = "model"
+) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+    # `tokenizers` raises a bare Exception on a corrupt tokenizer.json; transformers raises OSError,
+    # ValueError, TypeError or KeyError depending on which file is missing or malformed.
+    except Exception as exc:
+        raise _load_failure(role, name_or_path, "tokenizer", exc) from None
 
 
 def context_length(config: Any) -> int | None:
@@ -74,13 +133,21 @@ class ScoringModel:
     dtype: torch.dtype
 
     @classmethod
-    def load(cls, name_or_path: str | Path, *, dtype: torch.dtype, device: torch.device, revision: str | None = None) -> ScoringModel:
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+        revision: str | None = None,
+        role: str = "model",
+    ) -> ScoringModel:
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 str(name_or_path), revision=revision, dtype=dtype, attn_implementation="sdpa"
             )
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load model {str(name_or_path)!r}: {exc}") from exc
+            raise _load_failure(role, name_or_path, "weights", exc) from None
         model = model.to(device)  # type: ignore[arg-type]  # transformers' stub types `to` oddly
         model.eval().requires_grad_(False)
         scoring = cls(name=str(name_or_path), model=model, device=device, dtype=dtype)
@@ -107,24 +174,25 @@ class ScoringModel:
         return trunk
 
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self._trunk()(input_ids=input_ids.to(self.device), use_cache=False)
+        # non_blocking: from pinned memory the copy is queued behind the GPU's work, not waited for.
+        out = self._trunk()(input_ids=input_ids.to(self.device, non_blocking=True), use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
-    def row_logprob_sums(self, batch: PaddedBatch, chunk_tokens: int) -> np.ndarray:
-        """Float64 sum of counted target log-probs per batch row."""
+    def counted_logprobs(self, batch: PaddedBatch, chunk_tokens: int) -> torch.Tensor:
+        """Float32 log-prob of each counted prediction, in `batch.counted_rows` order, on the model's
+        device. On a GPU this only queues work: nothing waits for it until the caller reads the result."""
         hidden = self.hidden_states(batch.input_ids)
+        positions = batch.counted_positions.to(self.device, non_blocking=True)
         head = self._head()
-        values, rows = target_logprobs(
-            hidden,
+        return picked_logprobs(
+            hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions),
             head.weight,
-            batch.targets.to(self.device),
-            batch.target_mask.to(self.device),
+            batch.counted_targets.to(self.device, non_blocking=True),
             chunk_tokens=chunk_tokens,
             head_bias=head.bias,
             logit_softcap=getattr(self.config, "final_logit_softcapping", None),
             logit_scale=getattr(self.config, "logit_scale", None),
         )
-        return sum_per_row(values, rows, len(batch.windows))
 
     @torch.inference_mode()
     def _check_head_path(self) -> None:

@@ -12,25 +12,27 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 
 from scoring.errors import ConfigError
+from scoring.protocols import Scorer
 from service.auth import require_api_key
-from service.batcher import Engine, EngineWorker, JobEngine
+from service.batcher import EngineWorker, JobEngine
 from service.deps import Runtime
 from service.errors import install_error_handlers
 from service.jobs import JobRunner, JobStore, job_executor
-from service.limits import BodyLimitMiddleware
+from service.limits import BodyLimitMiddleware, JsonBodyMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.paths import DataRoots
-from service.routes import health, jobs, manifests, scores
+from service.routes import diagnostics, exports, health, jobs, manifests, scores, ui
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Settings], Engine]
+EngineFactory = Callable[[Settings], Scorer]
 
 
-def load_engine(settings: Settings) -> Engine:
+def load_engine(settings: Settings) -> Scorer:
     """The real pair, from the settings' model paths."""
     if not settings.teacher or not settings.reference:
         raise ConfigError(
@@ -65,13 +67,15 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
             max_batch_documents=settings.batch_max_documents,
             max_queued_documents=settings.max_queued_documents,
             batches_per_job_chunk=settings.batches_per_job_chunk,
+            slice_chars=settings.engine_slice_chars,
         )
         store = JobStore(settings.jobs_db)
         metrics.watch_jobs(store.count_by_state)
-        runner = JobRunner(store, JobEngine(worker), executor)
+        roots = DataRoots(settings.data_roots)
+        runner = JobRunner(store, JobEngine(worker), executor, roots.roots)
         worker.start()
         runner.start()
-        app.state.runtime = Runtime(engine, worker, store, runner, DataRoots(settings.data_roots))
+        app.state.runtime = Runtime(engine, worker, store, runner, roots)
         log.info(
             "ready: fingerprint %s, data roots %s, %d api keys",
             engine.fingerprint.digest[:12],
@@ -92,12 +96,24 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
             if close is not None:
                 close()
 
+    # Production keeps the API's description behind a key (REWEIGH_PUBLIC_DOCS overrides): it has
+    # no /docs or /redoc (a browser would not send the key), and /openapi.json needs the key.
+    public_docs = settings.docs_are_public
     app = FastAPI(
         title="reweigh",
         summary="MiniPLM difference scores, corpus rewrite jobs and their manifests",
         version=_version(),
         lifespan=lifespan,
+        openapi_url="/openapi.json" if public_docs else None,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
     )
+    if not public_docs:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_api_key)])
+        def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = None
@@ -105,11 +121,15 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
     install_error_handlers(app)
 
     # Every /v1 route needs a key (when keys are configured); probes and metrics do not.
-    for router in (scores.build_router(settings), jobs.router, manifests.router):
+    for router in (scores.build_router(settings), jobs.router, manifests.router, exports.router, diagnostics.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
     app.include_router(health.router)
+    # The dashboard: its routes check the same keys (a bearer header, or the cookie its login sets).
+    app.include_router(ui.login_router)
+    app.include_router(ui.router)
 
     # Outermost last: metrics see every answer, the body limit's 413 included.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -1,15 +1,14 @@
-"""Bearer API keys for the /v1 routes."""
+"""Bearer API keys for the /v1 routes, and who is calling (the key's name owns the jobs it creates)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scoring.errors import AuthenticationError
+from service.keys import ANONYMOUS, Principal, find_principal
 from service.settings import SettingsDep
 
 # auto_error=False: a missing header must become our AuthenticationError (401 with our body), not
@@ -17,25 +16,24 @@ from service.settings import SettingsDep
 bearer_scheme = HTTPBearer(auto_error=False, description="an API key from REWEIGH_API_KEYS")
 
 
-def key_matches(given: bytes, keys: list[bytes]) -> bool:
-    """Constant time in the key's content: compare fixed-length digests, and always try every key."""
-    given_digest = hashlib.sha256(given).digest()
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(given_digest, hashlib.sha256(key).digest())
-    return found
-
-
 def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     settings: SettingsDep,
-) -> None:
-    keys = settings.api_key_values
+) -> Principal:
+    keys = settings.api_key_entries
     if not keys:
-        return  # development without keys (settings refuse this in production)
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthenticationError("this route needs 'Authorization: Bearer <api key>'")
-    if not key_matches(credentials.credentials.encode(), keys):
-        raise AuthenticationError("the API key is not valid")
-    request.state.authenticated = True
+        principal = ANONYMOUS  # development without keys (settings refuse this in production)
+    else:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AuthenticationError("this route needs 'Authorization: Bearer <api key>'")
+        found = find_principal(credentials.credentials, keys)
+        if found is None:
+            raise AuthenticationError("the API key is not valid")
+        principal = found
+    request.state.principal = principal
+    return principal
+
+
+# FastAPI caches a dependency per request: routes that take a PrincipalDep reuse the router's check.
+PrincipalDep = Annotated[Principal, Depends(require_api_key)]

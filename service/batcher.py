@@ -12,6 +12,13 @@ documents: a request that does not fit is refused at once (OverloadedError -> 42
 Job side: a job's engine calls (one per chunk) go through `JobEngine`, which hands them to the same
 worker. HTTP batches go first, but after `batches_per_job_chunk` of them while a job chunk waits,
 the chunk runs: interactive latency stays low and a job under constant HTTP load still progresses.
+
+Bounded work: the engine is called on slices of at most `slice_chars` characters (a document is
+never cut). A request that timed out or whose client went away is taken out of the queue at once
+(its documents no longer count against the queue's limit), and between two slices the worker drops
+what is left of it; a job's chunk is cut into slices too, and waiting HTTP batches run between
+them. So after a timeout the engine is free again within about one slice, not when all the
+abandoned work would have finished.
 """
 
 from __future__ import annotations
@@ -22,28 +29,30 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
-from scoring.errors import EngineDeadError, EngineNotReadyError, OverloadedError, RequestTimeoutError
+from scoring.errors import (
+    EngineDeadError,
+    EngineNotReadyError,
+    OverloadedError,
+    RequestTimeoutError,
+    ReweighError,
+)
+from scoring.protocols import ProgressFn, Scorer
 from scoring.types import DocScore
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 # Consecutive failing engine calls after which the engine counts as dead (readyz goes 503).
 DEAD_AFTER_FAILURES = 3
+T = TypeVar("T")
 
 
-class Engine(Protocol):
-    """What the service needs of scoring.ScoringEngine (tests pass fakes)."""
-
-    @property
-    def fingerprint(self) -> Any: ...  # .digest, .as_dict()
-
-    def score(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]: ...
+class ClientDisconnectedError(ReweighError):
+    """The client closed the connection before its answer was ready (nobody reads the response)."""
 
 
 @dataclass
@@ -51,6 +60,9 @@ class _Request:
     texts: Sequence[str]
     future: concurrent.futures.Future[list[DocScore]]
     arrived: float = field(default_factory=time.monotonic)
+    # Set (under the worker's lock) when the caller gave up: the worker stops scoring it.
+    abandoned: bool = False
+    results: list[DocScore] = field(default_factory=list)
 
 
 @dataclass
@@ -63,13 +75,14 @@ class _JobCall:
 class EngineWorker:
     def __init__(
         self,
-        engine: Engine,
+        engine: Scorer,
         metrics: Metrics,
         *,
         wait_s: float,
         max_batch_documents: int,
         max_queued_documents: int,
         batches_per_job_chunk: int,
+        slice_chars: int = 65_536,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -77,6 +90,7 @@ class EngineWorker:
         self.max_batch_documents = max_batch_documents
         self.max_queued_documents = max_queued_documents
         self.batches_per_job_chunk = batches_per_job_chunk
+        self.slice_chars = slice_chars
         self._cond = threading.Condition()
         self._requests: deque[_Request] = deque()
         self._queued_documents = 0
@@ -113,9 +127,10 @@ class EngineWorker:
 
     # --- HTTP side -------------------------------------------------------------------------------
 
-    def submit(self, texts: Sequence[str]) -> concurrent.futures.Future[list[DocScore]]:
+    def submit(self, texts: Sequence[str]) -> _Request:
         """Queue one request's documents; refuse at once when the queue cannot take them."""
         future: concurrent.futures.Future[list[DocScore]] = concurrent.futures.Future()
+        request = _Request(texts, future)
         with self._cond:
             self._check_usable()
             if self._queued_documents + len(texts) > self.max_queued_documents:
@@ -123,33 +138,68 @@ class EngineWorker:
                     f"the scoring queue holds {self._queued_documents} documents (limit "
                     f"{self.max_queued_documents}); retry later"
                 )
-            self._requests.append(_Request(texts, future))
+            self._requests.append(request)
             self._queued_documents += len(texts)
             self.metrics.queue_documents.set(self._queued_documents)
             self._cond.notify_all()
-        return future
+        return request
 
-    async def score(self, texts: Sequence[str], timeout_s: float) -> list[DocScore]:
-        future = self.submit(texts)
+    async def score(
+        self,
+        texts: Sequence[str],
+        timeout_s: float,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[DocScore]:
+        """The request's scores; RequestTimeoutError after `timeout_s`. `disconnected`, when given, is
+        polled: a client that went away abandons its work (ClientDisconnectedError)."""
+        request = self.submit(texts)
+        answer = asyncio.ensure_future(asyncio.wrap_future(request.future))
+        watcher = asyncio.ensure_future(_watch(disconnected)) if disconnected is not None else None
+        waiting: list[asyncio.Future[Any]] = [answer] if watcher is None else [answer, watcher]
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
-        except TimeoutError:
-            # Cancelling the concurrent future makes the worker skip it if it has not started yet.
-            future.cancel()
-            raise RequestTimeoutError(
-                f"no answer within {timeout_s:g}s (the engine is busy); retry later"
-            ) from None
+            done, _ = await asyncio.wait(
+                waiting,
+                timeout=timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if answer in done:
+                return answer.result()
+            self.abandon(request)
+            if watcher is not None and watcher in done:
+                raise ClientDisconnectedError("the client disconnected; its queued work was dropped")
+            raise RequestTimeoutError(f"no answer within {timeout_s:g}s (the engine is busy); retry later")
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not answer.done():
+                answer.cancel()  # already abandoned above: only the asyncio side is left to clean
+
+    def abandon(self, request: _Request) -> None:
+        """The caller gave up: take the request out of the queue now, or stop it at the next slice."""
+        with self._cond:
+            request.abandoned = True
+            if request in self._requests:
+                self._requests.remove(request)
+                self._queued_documents -= len(request.texts)
+                self.metrics.queue_documents.set(self._queued_documents)
+            request.future.cancel()
 
     # --- job side --------------------------------------------------------------------------------
 
     def score_for_job(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]:
-        """Blocking: called from the job runner thread; returns when the worker has scored the chunk."""
-        future: concurrent.futures.Future[list[DocScore]] = concurrent.futures.Future()
-        with self._cond:
-            self._check_usable()
-            self._job_calls.append(_JobCall(texts, progress, future))
-            self._cond.notify_all()
-        return future.result()
+        """Blocking: called from the job runner thread; returns when the worker has scored the chunk.
+
+        The chunk goes to the engine slice by slice, each one queued anew: HTTP batches that
+        arrive meanwhile run between slices instead of waiting for the whole chunk."""
+        results: list[DocScore] = []
+        for piece in slices(texts, self.slice_chars):
+            future: concurrent.futures.Future[list[DocScore]] = concurrent.futures.Future()
+            with self._cond:
+                self._check_usable()
+                self._job_calls.append(_JobCall(piece, progress, future))
+                self._cond.notify_all()
+            results.extend(future.result())
+        return results
 
     def _check_usable(self) -> None:
         if self._stopping:
@@ -226,19 +276,35 @@ class EngineWorker:
     def _run_batch(self, batch: list[_Request]) -> None:
         if not batch:
             return
-        texts = [t for r in batch for t in r.texts]
-        try:
-            results = self._call_engine(texts, None, "http")
-        except Exception as exc:
-            for r in batch:
-                r.future.set_exception(exc)
-            return
-        self.metrics.batch_documents.observe(len(texts))
+        self.metrics.batch_documents.observe(sum(len(r.texts) for r in batch))
         self.metrics.batch_requests.observe(len(batch))
-        start = 0
-        for r in batch:
-            r.future.set_result(results[start : start + len(r.texts)])
-            start += len(r.texts)
+        # (request, index of one of its texts), in request order: a slice may span requests.
+        pending = [(r, i) for r in batch for i in range(len(r.texts))]
+        for piece in slices(pending, self.slice_chars, lambda item: len(item[0].texts[item[1]])):
+            with self._cond:
+                if self._stopping:
+                    exc: Exception = EngineNotReadyError("the service is shutting down")
+                    for r in batch:
+                        if not r.future.done():
+                            r.future.set_exception(exc)
+                    return
+                live = [(r, i) for r, i in piece if not r.abandoned]
+            if not live:
+                continue  # every document of this slice belongs to a request that gave up
+            try:
+                results = self._call_engine([r.texts[i] for r, i in live], None, "http")
+            except Exception as exc:
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+                return
+            for (r, _), result in zip(live, results, strict=True):
+                r.results.append(result)
+                if len(r.results) == len(r.texts) and not r.future.done():
+                    r.future.set_result(r.results)
+        for r in batch:  # abandoned mid-way: nobody waits for them, but leave no future running
+            if not r.future.done():
+                r.future.set_exception(RequestTimeoutError("abandoned by its caller"))
 
     def _run_job_call(self, call: _JobCall) -> None:
         if not call.future.set_running_or_notify_cancel():
@@ -266,6 +332,27 @@ class EngineWorker:
         self.metrics.documents_scored.labels(source).inc(len(texts))
         self.metrics.tokens_scored.labels(source).inc(sum(r.n_tokens for r in results if r.ok))
         return results
+
+
+def slices(items: Sequence[T], max_chars: int, size: Callable[[T], int] = len) -> Iterator[list[T]]:  # type: ignore[assignment]
+    """Consecutive runs of `items` of at most `max_chars` in total (an item longer than that alone)."""
+    piece: list[T] = []
+    chars = 0
+    for item in items:
+        n = size(item)
+        if piece and chars + n > max_chars:
+            yield piece
+            piece, chars = [], 0
+        piece.append(item)
+        chars += n
+    if piece:
+        yield piece
+
+
+async def _watch(disconnected: Callable[[], Awaitable[bool]], every_s: float = 0.1) -> None:
+    """Returns once `disconnected()` says the client went away."""
+    while not await disconnected():
+        await asyncio.sleep(every_s)
 
 
 class JobEngine:

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from scoring.errors import EngineNotReadyError
-from service.batcher import Engine, EngineWorker
+from scoring.protocols import Scorer
+from service.batcher import EngineWorker
 from service.jobs import JobRunner, JobStore
 from service.metrics import Metrics
 from service.paths import DataRoots
@@ -18,7 +19,7 @@ from service.paths import DataRoots
 class Runtime:
     """Everything the lifespan starts; None before startup and after shutdown."""
 
-    engine: Engine
+    engine: Scorer
     worker: EngineWorker
     store: JobStore
     runner: JobRunner

@@ -7,6 +7,7 @@ themselves; middleware that must answer before routing (body too large) uses `er
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -32,8 +33,34 @@ from scoring.errors import (
     RequestTooLargeError,
     ReweighError,
 )
+from service.batcher import ClientDisconnectedError
 
 log = logging.getLogger(__name__)
+
+
+class JobSupersededError(ReweighError):
+    """A job whose output was replaced by a later job of the same owner (submitted with overwrite)."""
+
+
+class RangeNotSatisfiableError(ReweighError):
+    """An HTTP Range outside the file (the 416 names the file's size in Content-Range)."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class BadRangeError(ReweighError):
+    """An HTTP Range header that cannot be parsed."""
+
+
+class ErrorJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error message may quote what the client sent,
+    lone surrogates included, which UTF-8 cannot encode (the default renderer would fail with a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
 
 # Most specific first: the first isinstance match decides (ConfigError before its ValueError base...).
 _STATUS: tuple[tuple[type[ReweighError], int], ...] = (
@@ -42,13 +69,17 @@ _STATUS: tuple[tuple[type[ReweighError], int], ...] = (
     (NotFoundError, 404),
     (JobConflictError, 409),
     (JobStateError, 409),
+    (JobSupersededError, 410),
     (RequestTooLargeError, 413),
+    (RangeNotSatisfiableError, 416),
+    (BadRangeError, 400),
     (ConfigError, 422),
     (InputError, 422),
     (OverloadedError, 429),
     (EngineNotReadyError, 503),
     (EngineDeadError, 503),
     (RequestTimeoutError, 503),
+    (ClientDisconnectedError, 503),  # nobody reads it: counted in metrics as the service's answer
 )
 # Statuses after which a retry may succeed: they carry Retry-After.
 _RETRYABLE = {429, 503}
@@ -68,10 +99,12 @@ def error_response(exc: ReweighError, retry_after_s: int = 1) -> JSONResponse:
         headers["Retry-After"] = str(retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="reweigh"'
+    if isinstance(exc, RangeNotSatisfiableError):
+        headers["Content-Range"] = f"bytes */{exc.size}"
     if status == 500:
         # A ReweighError without a mapping is a bug here, not the caller's: don't echo internals.
         return _internal_error(exc)
-    return JSONResponse(
+    return ErrorJSONResponse(
         {"error": type(exc).__name__, "detail": str(exc)}, status_code=status, headers=headers
     )
 
@@ -79,7 +112,7 @@ def error_response(exc: ReweighError, retry_after_s: int = 1) -> JSONResponse:
 def _internal_error(exc: BaseException) -> JSONResponse:
     incident = uuid.uuid4().hex[:12]
     log.error("internal error %s", incident, exc_info=(type(exc), exc, exc.__traceback__))
-    return JSONResponse(
+    return ErrorJSONResponse(
         {
             "error": "InternalError",
             "detail": f"internal error (incident {incident}; details are in the server log)",
@@ -116,7 +149,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
             )
         fields.append({"field": name, "message": msg, "type": err.get("type")})
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
-    return JSONResponse({"error": "ValidationError", "detail": detail, "fields": fields}, status_code=422)
+    return ErrorJSONResponse({"error": "ValidationError", "detail": detail, "fields": fields}, status_code=422)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -148,7 +181,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names only the first matching route's methods; list every route's on this path.
             headers["Allow"] = ", ".join(_allowed_methods(request))
-        return JSONResponse(
+        return ErrorJSONResponse(
             {"error": "HTTPError", "detail": str(exc.detail)}, status_code=exc.status_code, headers=headers
         )
 

@@ -1,41 +1,56 @@
 """Rewrite jobs: a SQLite store (survives restarts) and one runner thread that works through it.
 
-States: queued -> running -> succeeded | failed | cancelled. A job that was `running` when the
-process died is put back in the queue at startup, ahead of jobs never started; since corpus rewrites
-resume from what they left on disk, it ends with the same output as an uninterrupted run.
+States: queued -> running -> succeeded | failed | cancelled, and succeeded -> superseded when its
+owner submits a job with `overwrite` on the same output (the old job's manifest then answers 410,
+never the new content). A job that was `running` when the process died is put back in the queue at
+startup, ahead of jobs never started; since corpus rewrites resume from what they left on disk, it
+ends with the same output as an uninterrupted run.
+
+A job belongs to the name of the API key that created it (service/keys.py): other keys neither see
+it nor reach it (404), and none may write into its output directory (409). Admin keys see all.
+Every file a job opens is confined to the data roots at the moment it is opened (corpus/confine.py).
 
 Jobs run one at a time: they share the service's single engine with HTTP scoring (see batcher.py).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corpus.rewrite import RewriteConfig, RewriteProgress, RewriteResult, run_rewrite
+from corpus import confine
+from corpus.config import RewriteConfig
+from corpus.rewrite import RewriteProgress, RewriteResult, run_rewrite
+from scoring.config import PairSpec
 from scoring.errors import (
-    ConfigError,
     EngineNotReadyError,
     JobCancelledError,
+    JobConflictError,
     JobStateError,
     NotFoundError,
     ReweighError,
 )
+from scoring.protocols import BuiltScorer
 from service.batcher import JobEngine
+from service.keys import Principal
+from service.paths import scrub
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "superseded")
 # Progress is written to SQLite at most this often: it is for humans, not for resuming.
 PROGRESS_EVERY_S = 0.5
 
@@ -52,7 +67,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     progress TEXT,
     error TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT ''  -- the creating key's name ('' for jobs from before owners)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
 """
@@ -69,26 +85,31 @@ def run_local(
     progress: Callable[[RewriteProgress], None],
     cancel: threading.Event,
 ) -> RewriteResult:
-    return run_rewrite(config, engine, progress=progress, cancel=cancel)
+    """On this process's engine, queued behind HTTP scoring (service/batcher.py)."""
+    return run_rewrite(config, BuiltScorer(engine), progress=progress, cancel=cancel)
 
 
 def job_executor(settings: Settings) -> JobExecutor:
-    """Local by default; on Ray when `settings.ray_address` is set (refused at start-up, before any
-    model loads, when ray is not installed or the options cannot work)."""
-    if not settings.ray_address:
+    """Local by default; on Ray with `job_executor="ray"` (refused at start-up, before any model
+    loads, when ray is not installed or the options cannot work). The Ray executor is made at the
+    first job and kept: its actors hold the pair loaded for every later job."""
+    if settings.job_executor == "local":
         return run_local
-    if not settings.teacher or not settings.reference:
-        raise ConfigError("ray_address is set, but Ray actors need teacher and reference model paths")
-    from corpus.ray_engine import ray_job_executor
+    from corpus.executor.ray import RayExecutor, ray_pair, require_ray
 
-    return ray_job_executor(
-        settings.engine_config(),
-        settings.teacher,
-        settings.reference,
-        address=settings.ray_address,
-        actors=settings.ray_actors,
-        gpus_per_actor=settings.ray_gpus_per_actor,
-    )
+    require_ray()
+    assert settings.teacher and settings.reference  # checked by Settings
+    pair = ray_pair(PairSpec(settings.teacher, settings.reference, settings.engine_config()), settings.ray)
+    executors: list[RayExecutor] = []
+
+    def execute(
+        config: RewriteConfig, _engine: JobEngine, progress: Callable[[RewriteProgress], None], cancel: threading.Event
+    ) -> RewriteResult:
+        if not executors:
+            executors.append(RayExecutor(settings.ray, keep_connection=True))
+        return run_rewrite(config, pair, executor=executors[0], progress=progress, cancel=cancel)
+
+    return execute
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,7 @@ class Job:
     progress: dict[str, Any] | None
     error: str | None
     cancel_requested: bool
+    owner: str
 
 
 class JobStore:
@@ -117,6 +139,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a state change survives the process dying
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "owner" not in columns:  # a store from before owners: its jobs are left to admin keys
+            self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -129,26 +154,43 @@ class JobStore:
             cur.row_factory = sqlite3.Row
             return cur.fetchall()
 
-    def create(self, request: dict[str, Any], config: RewriteConfig) -> Job:
+    def create(self, request: dict[str, Any], config: RewriteConfig, owner: str) -> Job:
         job_id = uuid.uuid4().hex
+        shown = request["output"]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 # Two live jobs writing one directory would corrupt each other.
                 busy = self._db.execute(
-                    "SELECT id FROM jobs WHERE output = ? AND state IN ('queued', 'running')",
+                    "SELECT id, owner FROM jobs WHERE output = ? AND state IN ('queued', 'running')",
                     (config.output,),
                 ).fetchone()
                 if busy is not None:
-                    raise JobStateError(f"job {busy[0]} is already writing output {request['output']!r}")
+                    whose = "" if busy[1] == owner else "another key's "
+                    raise JobStateError(f"{whose}job {busy[0]} is already writing output {shown!r}")
+                # Another key's output (finished or resumable) is never taken over, overwrite or not.
+                foreign = self._db.execute(
+                    "SELECT id FROM jobs WHERE output = ? AND owner != ? AND state != 'superseded' LIMIT 1",
+                    (config.output, owner),
+                ).fetchone()
+                if foreign is not None:
+                    raise JobConflictError(f"output {shown!r} belongs to another key's job; choose another")
+                if config.overwrite:
+                    # The new job replaces the files: the old one must never serve them as its own.
+                    self._db.execute(
+                        "UPDATE jobs SET state = 'superseded' WHERE output = ? AND state = 'succeeded'",
+                        (config.output,),
+                    )
                 self._db.execute(
-                    "INSERT INTO jobs (id, state, request, config, output, created_at) VALUES (?, 'queued', ?, ?, ?, ?)",
+                    "INSERT INTO jobs (id, state, request, config, output, created_at, owner) "
+                    "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
                     (
                         job_id,
                         json.dumps(request),
                         config.model_dump_json(exclude_unset=True),
                         config.output,
                         time.time(),
+                        owner,
                     ),
                 )
                 self._db.execute("COMMIT")
@@ -157,19 +199,23 @@ class JobStore:
                 raise
         return self.get(job_id)
 
-    def get(self, job_id: str) -> Job:
-        rows = self._exec("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if not rows:
+    def get(self, job_id: str, principal: Principal | None = None) -> Job:
+        """The job; with `principal`, only if it may see it (else the same 404 as an unknown id)."""
+        rows = self._exec("SELECT * FROM jobs WHERE id = ?", (job_id,)) if _JOB_ID.fullmatch(job_id) else []
+        if not rows or (principal is not None and not _may_see(principal, rows[0]["owner"])):
             raise NotFoundError(f"no job {job_id!r}")
         return _job(rows[0])
 
-    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
-        if state is None:
-            rows = self._exec("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
-        else:
-            rows = self._exec(
-                "SELECT * FROM jobs WHERE state = ? ORDER BY created_at DESC LIMIT ?", (state, limit)
-            )
+    def list_jobs(self, principal: Principal, state: str | None = None, limit: int = 100) -> list[Job]:
+        where, args = [], []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if not principal.admin:
+            where.append("owner = ?")
+            args.append(principal.name)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._exec(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit))
         return [_job(r) for r in rows]
 
     def count_by_state(self) -> dict[str, int]:
@@ -207,9 +253,9 @@ class JobStore:
             (state, error, finished, job_id),
         )
 
-    def request_cancel(self, job_id: str) -> Job:
+    def request_cancel(self, job_id: str, principal: Principal | None = None) -> Job:
         """Queued: cancelled at once. Running: flagged (the runner stops at the next chunk)."""
-        job = self.get(job_id)
+        job = self.get(job_id, principal)
         if job.state in FINISHED:
             raise JobStateError(f"job {job_id} already {job.state}; there is nothing to cancel")
         with self._lock:
@@ -238,16 +284,33 @@ def _job(row: sqlite3.Row) -> Job:
         progress=json.loads(row["progress"]) if row["progress"] else None,
         error=row["error"],
         cancel_requested=bool(row["cancel_requested"]),
+        owner=row["owner"],
     )
+
+
+# Job ids are uuid4 hex: anything else is unknown without asking SQLite (it cannot store a lone
+# surrogate, and a megabyte id need not be looked up).
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _may_see(principal: Principal, owner: str) -> bool:
+    return principal.admin or principal.name == owner
 
 
 class JobRunner:
     """One thread: claim a job, run it, record how it ended; repeat until stopped."""
 
-    def __init__(self, store: JobStore, engine: JobEngine, executor: JobExecutor = run_local) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        engine: JobEngine,
+        executor: JobExecutor = run_local,
+        roots: Sequence[Path] = (),
+    ) -> None:
         self.store = store
         self.engine = engine
         self.executor = executor
+        self.roots = list(roots)  # every file a job opens must stay under these (checked at open)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cancel = threading.Event()  # the running job's: set by DELETE or by shutdown
@@ -270,8 +333,8 @@ class JobRunner:
     def notify(self) -> None:
         self._wake.set()
 
-    def cancel(self, job_id: str) -> Job:
-        job = self.store.request_cancel(job_id)
+    def cancel(self, job_id: str, principal: Principal | None = None) -> Job:
+        job = self.store.request_cancel(job_id, principal)
         with self._lock:
             if self._current == job_id:
                 self._cancel.set()
@@ -299,15 +362,26 @@ class JobRunner:
     def _run_one(self, job: Job) -> None:
         log.info("job %s: %s", job.id, "resuming" if job.attempts > 1 else "starting")
         last = [0.0]
+        latest: list[RewriteProgress] = []
 
         def progress(p: RewriteProgress) -> None:
+            latest[:] = [p]
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY_S or p.phase == "done":
                 last[0] = now
                 self.store.set_progress(job.id, _progress_dict(p))
 
+        def fail(error: str) -> None:
+            # The last progress, not the last one written (throttled): where it really stopped.
+            if latest:
+                self.store.set_progress(job.id, _progress_dict(latest[0]))
+            phase = f" (while {latest[0].phase})" if latest else ""
+            # Clients read it: paths relative to the data roots, as they named them.
+            self.store.finish(job.id, "failed", scrub(error, self.roots) + phase)
+
         try:
-            result = self.executor(job.config, self.engine, progress, self._cancel)
+            with confine.confined_to(self.roots):
+                result = self.executor(job.config, self.engine, progress, self._cancel)
         except (JobCancelledError, EngineNotReadyError) as exc:
             if self._stopping.is_set():
                 # Shutdown, not the user's cancel: leave it to resume at the next start.
@@ -318,11 +392,15 @@ class JobRunner:
             return
         except ReweighError as exc:
             log.warning("job %s failed: %s", job.id, exc)
-            self.store.finish(job.id, "failed", f"{type(exc).__name__}: {exc}")
+            fail(f"{type(exc).__name__}: {exc}")
+            return
+        except OSError as exc:  # the machine's side (disk full, permissions): say which and where
+            log.warning("job %s failed: %s", job.id, exc)
+            fail(self._describe_os_error(exc))
             return
         except Exception as exc:  # a bug: record it on the job (its trace goes to the log, not the API)
             log.exception("job %s failed unexpectedly", job.id)
-            self.store.finish(job.id, "failed", f"internal error ({type(exc).__name__}); see the server log")
+            fail(f"internal error ({type(exc).__name__}); see the server log")
             return
         totals = result.manifest.totals
         self.store.set_progress(
@@ -341,6 +419,24 @@ class JobRunner:
             job.id,
             "already done" if result.already_done else f"{result.seconds:.1f}s",
         )
+
+
+    def _describe_os_error(self, exc: OSError) -> str:
+        """`OSError: no space left on device while writing out/shards/part-00000.parquet`: the cause
+        and the path relative to its data root (clients never see server paths)."""
+        code = exc.errno
+        cause = os.strerror(code).lower() if code is not None else (exc.strerror or str(exc))
+        if exc.filename is None:
+            return f"OSError: {cause}"
+        path = Path(os.fsdecode(exc.filename))
+        for root in self.roots:
+            if path.is_relative_to(root):
+                path = path.relative_to(root)
+                break
+        else:
+            path = Path(path.name)
+        verb = "writing" if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) else "opening"
+        return f"OSError: {cause} while {verb} {path}"
 
 
 def _progress_dict(p: RewriteProgress) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Body size limit, enforced before the body reaches JSON parsing (a 2 GB POST never gets buffered)."""
+"""What happens to a request body before a route sees it: the size limit (enforced before JSON parsing,
+so a 2 GB POST never gets buffered), and JSON whatever the Content-Type says."""
 
 from __future__ import annotations
 
@@ -51,3 +52,32 @@ class BodyLimitMiddleware:
             return next(replay, None) or await receive()
 
         await self.app(scope, replay_receive, send)
+
+
+class JsonBodyMiddleware:
+    """Bodies sent to /v1 are read as JSON whether or not Content-Type says so, as most JSON APIs do:
+    `curl -d '{...}'` sends `application/x-www-form-urlencoded`, and FastAPI would otherwise answer
+    "Input should be a valid dictionary" without saying why. A body that is not JSON still gets a
+    422 naming where the JSON breaks."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("method") in ("POST", "PUT", "PATCH")
+            and str(scope.get("path", "")).startswith("/v1/")
+        ):
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+            declared = dict(scope.get("headers", [])).get(b"content-type", b"")
+            if not _is_json(declared):
+                # In place, not a copy: outer middleware reads what routing writes into this scope
+                # (the metrics' route template).
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
+        await self.app(scope, receive, send)
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))

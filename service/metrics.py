@@ -10,7 +10,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "superseded")
+# Any other method (a client may send `MFOO`) counts as "other": labels must not grow with input.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -78,7 +80,8 @@ class _JobsCollector(Collector):
 
 class MetricsMiddleware:
     """Counts and times every request by its route *template* (`/v1/jobs/{job_id}`, not the id), so
-    label cardinality stays bounded; paths that match no route count as `unmatched`."""
+    label cardinality stays bounded; paths that match no route count as `unmatched`, and unknown
+    methods as `other`."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -101,6 +104,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            labels = (template, scope.get("method", ""), str(status[0]))
+            method = scope.get("method", "")
+            labels = (template, method if method in KNOWN_METHODS else "other", str(status[0]))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)

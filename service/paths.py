@@ -1,17 +1,28 @@
-"""Confining job paths to the configured data roots, decided before anything is read.
+"""Confining job paths to the configured data roots, decided before anything is read or created.
 
-A path is refused when it has a `..` component (even one that would stay inside: callers should say
-what they mean), is absolute but under no root, or resolves (following every symlink that exists)
-to somewhere outside the root it names. Relative paths are taken relative to the first root.
+A path is refused (403) when it has a `..` component (even one that would stay inside: callers
+should say what they mean), is absolute but under no root, or resolves (following every symlink
+that exists) to somewhere outside the root it names. Relative paths are taken relative to the first
+root. A path that the file system cannot use is refused (422) too: a component over the file
+system's name limit, a path over its length limit, a symlink loop, or a file where a directory must
+be. This is the submit-time check; corpus/confine.py checks again each time a job opens a file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from scoring.errors import ConfigError, PathNotAllowedError
+from scoring.errors import ConfigError, InputError, PathNotAllowedError
+
+
+def scrub(text: str, roots: Sequence[Path]) -> str:
+    """`text` with every root's server path cut out (messages quote the paths they name)."""
+    for root in sorted(roots, key=lambda r: len(str(r)), reverse=True):
+        text = text.replace(str(root) + os.sep, "").replace(str(root), ".")
+    return text
 
 
 class DataRoots:
@@ -39,10 +50,55 @@ class DataRoots:
         else:
             root = self.roots[0]
             path = root / path
+        self._check_lengths(path, root, raw, field)
         real = Path(os.path.realpath(path))  # follows symlinks of every existing component
         if not real.is_relative_to(root):
             raise PathNotAllowedError(f"{field}: {raw!r} leads outside its data root (through a symlink)")
+        self._check_usable(real, raw, field)
         return real
+
+    def relative(self, path: str) -> str:
+        """`path` relative to the root it lies under (what clients may see); else its last name."""
+        p = Path(path)
+        for root in self.roots:
+            if p.is_relative_to(root):
+                return str(p.relative_to(root))
+        return p.name
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self.roots)
+
+    @staticmethod
+    def _check_lengths(path: Path, root: Path, raw: str, field: str) -> None:
+        try:
+            name_max = os.pathconf(root, "PC_NAME_MAX")
+            path_max = os.pathconf(root, "PC_PATH_MAX")
+        except (OSError, ValueError):
+            name_max, path_max = 255, 4096
+        for part in path.relative_to(root).parts if path.is_relative_to(root) else path.parts:
+            if len(os.fsencode(part)) > name_max:
+                raise InputError(
+                    f"{field}: {raw!r} has a component of {len(os.fsencode(part))} bytes; this file "
+                    f"system allows {name_max}"
+                )
+        if len(os.fsencode(str(path))) >= path_max:
+            raise InputError(
+                f"{field}: {raw!r} makes a path of {len(os.fsencode(str(path)))} bytes under its data "
+                f"root; this file system allows {path_max - 1}"
+            )
+
+    @staticmethod
+    def _check_usable(real: Path, raw: str, field: str) -> None:
+        try:
+            os.stat(real)
+        except FileNotFoundError:
+            return  # not there yet (an output): fine
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputError(f"{field}: {raw!r} goes through a symlink loop") from None
+            if exc.errno == errno.ENOTDIR:
+                raise InputError(f"{field}: {raw!r} lies under a file, not a directory") from None
+            raise InputError(f"{field}: {raw!r} cannot be used: {exc.strerror}") from None
 
     def _root_of(self, path: Path) -> Path | None:
         """The root `path` lies under, lexically (symlinks are checked after, on the real path)."""

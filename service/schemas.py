@@ -4,28 +4,40 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
-from corpus.sampler import SelectionConfig
+from corpus.config import RewriteConfig
+from service.fields import refuse_surrogates
 
 MAX_ID_CHARS = 512
+# Integer ids fit in 64 bits (what parquet, Arrow and most clients store); bigger ones are refused.
+MAX_ID_INT = 2**63 - 1
 
 
 def _document_id(value: Any) -> str | int:
     # One validator rather than a `str | int` union: a bad id then yields one error naming
     # `documents[i].id`, not one per union branch.
     if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        return refuse_surrogates(value)
+    if isinstance(value, int) and not isinstance(value, bool) and -MAX_ID_INT - 1 <= value <= MAX_ID_INT:
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError(f"must be a string of at most {MAX_ID_CHARS} characters or an integer")
+    raise ValueError(
+        f"must be a string of at most {MAX_ID_CHARS} characters or an integer in [-2^63, 2^63 - 1]"
+    )
 
 
 # Ids are echoed back; bounded so that a request cannot smuggle a megabyte through them.
 DocumentId = Annotated[
     str | int,
     PlainValidator(_document_id),
-    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": MAX_ID_CHARS}, {"type": "integer"}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_ID_CHARS},
+                {"type": "integer", "minimum": -MAX_ID_INT - 1, "maximum": MAX_ID_INT},
+            ]
+        }
+    ),
 ]
 
 
@@ -49,26 +61,31 @@ class ScoreResponse(BaseModel):
     documents: list[DocumentScore]
 
 
-_PathStr = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+class JobRequest(RewriteConfig):
+    """A rewrite job as a client submits it: RewriteConfig itself (one declaration, one default per
+    option), with `inputs` and `output` relative to a data root or absolute under one."""
 
-
-class JobRequest(_Request):
-    inputs: list[_PathStr] = Field(min_length=1, max_length=10_000, description="paths under a data root")
-    output: _PathStr = Field(description="output directory under a data root (one job per directory)")
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    text_field: str = Field(default="text", min_length=1, max_length=256)
-    id_field: str = Field(default="id", min_length=1, max_length=256)
-    shard_rows: int | None = Field(default=None, ge=1, le=2**62)
-    shard_bytes: int | None = Field(default=None, ge=1, le=2**62)
-    on_error: Literal["fail", "skip"] = "fail"
-    overwrite: bool = False
-    chunk_docs: int | None = Field(
-        default=None,
-        ge=1,
-        le=1_000_000,
-        description="documents per engine call; default: the service's setting",
+    # The example is a real request: it documents the body, and API fuzzers start from it.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"inputs": ["docs.jsonl"], "output": "out", "selection": {"method": "top-fraction", "ratio": 0.5}}
+            ]
+        }
     )
+
+    def __init__(self, **data: Any) -> None:
+        # pydantic's own errors, located per field (FastAPI answers them as a 422 naming each field),
+        # rather than the one ConfigError line a config built in code raises.
+        BaseModel.__init__(self, **data)
+
+    @field_validator("inputs", "output", "text_field", "id_field")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        # Paths and field names reach the file system, SQLite and responses: lone surrogates cannot.
+        for text in value if isinstance(value, list) else [value]:
+            refuse_surrogates(text)
+        return value
 
 
 class JobProgress(BaseModel):
@@ -81,7 +98,8 @@ class JobProgress(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled", "superseded"]
+    owner: str = Field(description="the name of the API key that created the job")
     request: dict[str, Any]
     created_at: float
     started_at: float | None
@@ -112,12 +130,14 @@ class ErrorBody(BaseModel):
 
 
 _ERROR_DESCRIPTIONS = {
-    400: "unreadable body (e.g. not UTF-8)",
+    400: "unreadable request",
     401: "missing or invalid API key",
     403: "a path outside the data roots",
     404: "not found",
     409: "not allowed in the job's current state",
+    410: "the job was superseded: a later job of the same key overwrote its output",
     413: "request body over the size limit",
+    416: "a Range outside the file (Content-Range names its size)",
     422: "invalid request; `fields` names what is wrong",
     429: "scoring queue full; retry after Retry-After seconds",
     503: "not ready, engine out of service, or no answer within the request timeout; see Retry-After",

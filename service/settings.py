@@ -6,6 +6,7 @@ instance on `app.state`. Built with unsafe values outside development, it refuse
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,9 +14,11 @@ from fastapi import Depends, Request
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from scoring.config import DType, EngineConfig
+from corpus.config import RayOptions
+from scoring.config import EngineConfig
 from scoring.errors import ConfigError
 from scoring.strict import describe_validation_error
+from service.keys import ApiKey, parse_api_keys
 
 # Keys shorter than this are guessable; production refuses them.
 MIN_KEY_LENGTH = 16
@@ -29,23 +32,25 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, EngineConfig):
+    """The engine's fields come from EngineConfig (declared once); `engine_config()` extracts them."""
+
     model_config = SettingsConfigDict(
-        env_prefix="REWEIGH_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_prefix="REWEIGH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
     )
 
     # development: keys optional, any host. production: keys required (the compose file sets it).
     environment: Literal["development", "production"] = "development"
 
-    # The model pair (paths, or hub ids when the network is allowed).
+    # The model pair (paths, or hub ids when the network is allowed); the engine's own options
+    # (dtype, device, max_length, ...) are EngineConfig's fields, inherited.
     teacher: str | None = None
     reference: str | None = None
-    dtype: DType = "auto"
-    device: str = "auto"
-    max_length: int | None = Field(default=None, ge=2)
-    window_overlap: int | None = Field(default=None, ge=0)
-    token_budget: int = Field(default=16384, ge=1)
-    num_threads: int | None = Field(default=None, ge=1)
     score_cache: Path | None = Field(
         default=None, description="SQLite score cache shared by requests and jobs"
     )
@@ -55,20 +60,16 @@ class Settings(BaseSettings):
     # Jobs read and write only below these directories. Relative job paths resolve against the first.
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     jobs_db: Path = Field(default=Path("reweigh-state/jobs.sqlite"), description="SQLite job store")
-    job_chunk_docs: int = Field(
-        default=256,
-        ge=1,
-        description="default documents per engine call in jobs: also how long a job holds the engine "
-        "while HTTP requests wait",
-    )
-    # Jobs run on a Ray cluster when this is set ("auto", "ray://head:10001", "host:6379"); HTTP scoring
-    # stays on this process's engine. Each actor loads the pair from the same model paths.
-    ray_address: str | None = None
-    ray_actors: int = Field(default=1, ge=1, description="scoring actors per job on Ray")
-    ray_gpus_per_actor: float = Field(default=0.0, ge=0.0, description="GPUs reserved per Ray actor")
+    # Where jobs run: here, on this process's engine (HTTP scoring shares it), or on a Ray cluster
+    # whose actors load the pair from the same model paths (REWEIGH_RAY__ADDRESS, ...__GPUS_PER_ACTOR).
+    job_executor: Literal["local", "ray"] = "local"
+    ray: RayOptions = RayOptions()
 
-    # Authentication: with keys, every /v1 route needs `Authorization: Bearer <key>`.
+    # Authentication: with keys, every /v1 route needs `Authorization: Bearer <key>`. Entries are
+    # `key`, `name:key` or `name:key:admin` (service/keys.py); a job belongs to its key's name.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # /docs, /redoc and /openapi.json without a key: default yes in development, no in production.
+    public_docs: bool | None = None
 
     # Limits.
     max_body_bytes: int = Field(default=8 << 20, ge=1024)
@@ -83,6 +84,11 @@ class Settings(BaseSettings):
     batch_max_documents: int = Field(default=512, ge=1)
     # Fairness: at most this many HTTP batches run while a job's chunk waits for the engine.
     batches_per_job_chunk: int = Field(default=4, ge=1)
+    # The engine works in slices of at most this many characters (one document at least): between
+    # slices, work of requests that timed out or disconnected is dropped, and a job's chunk gives way
+    # to waiting HTTP batches. So no request holds the engine for much longer than one slice. The
+    # default is about one engine batch at the default token budget (~4 characters a token).
+    engine_slice_chars: int = Field(default=65_536, ge=1)
 
     # Where `reweigh serve` listens.
     host: str = "127.0.0.1"
@@ -95,9 +101,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        keys = [k.get_secret_value() for k in self.api_keys]
-        if any(not k or any(c.isspace() for c in k) for k in keys):
-            raise ConfigError("api_keys: a key is empty or contains whitespace")
+        keys = [secret for _, secret in parse_api_keys([k.get_secret_value() for k in self.api_keys])]
         if self.environment == "production":
             if not keys:
                 raise ConfigError(
@@ -112,6 +116,9 @@ class Settings(BaseSettings):
                 )
             if not self.data_roots:
                 raise ConfigError("environment='production' needs data_roots (REWEIGH_DATA_ROOTS)")
+            missing = [str(r) for r in self.data_roots if not r.is_dir()]
+            if missing:
+                raise ConfigError(f"environment='production': data_roots {missing} are not directories")
         elif not keys and self.host not in _LOOPBACK:
             # Development may skip keys, but not while listening beyond this machine.
             raise ConfigError(
@@ -132,21 +139,22 @@ class Settings(BaseSettings):
                 f"(max_documents_per_request={self.max_documents_per_request})"
             )
         self.engine_config()  # an impossible engine combination fails here, before models load
+        if self.job_executor == "ray":
+            if not self.teacher or not self.reference:
+                raise ConfigError("job_executor='ray' needs teacher and reference model paths: each Ray actor loads the pair")
+            self.ray.check(self.engine_config())
         return self
 
+    @cached_property  # parsed once: every request's key check uses it
+    def api_key_entries(self) -> list[ApiKey]:
+        return [key for key, _ in parse_api_keys([k.get_secret_value() for k in self.api_keys])]
+
     @property
-    def api_key_values(self) -> list[bytes]:
-        return [k.get_secret_value().encode() for k in self.api_keys]
+    def docs_are_public(self) -> bool:
+        return self.public_docs if self.public_docs is not None else self.environment == "development"
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            dtype=self.dtype,
-            device=self.device,
-            max_length=self.max_length,
-            window_overlap=self.window_overlap,
-            token_budget=self.token_budget,
-            num_threads=self.num_threads,
-        )
+        return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})
 
 
 def load_settings(**overrides: Any) -> Settings:

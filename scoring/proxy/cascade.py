@@ -18,43 +18,17 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from scoring.config import EngineConfig
 from scoring.errors import ConfigError
+from scoring.protocols import ProgressFn, Scorer, ScorerSpec
 from scoring.proxy.model import ProxyScorer, ProxySpec
 from scoring.proxy.train import band_limits
 from scoring.types import DocScore
 
-if TYPE_CHECKING:
-    from scoring.engine import ScoringEngine
-
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
-
-
-class ScorerFingerprint(Protocol):
-    @property
-    def digest(self) -> str: ...
-
-    def as_dict(self) -> dict[str, Any]: ...
-
-
-class Scorer(Protocol):
-    """What the cascade needs of the pair: ScoringEngine, or anything scoring the same way."""
-
-    @property
-    def fingerprint(self) -> ScorerFingerprint: ...
-
-    def score(self, texts: Sequence[str], progress: ProgressFn | None = None) -> list[DocScore]: ...
-
-
-class ScorerSpec(Protocol):
-    def build(self) -> Scorer: ...
-
 
 @dataclass(frozen=True)
 class CascadeFingerprint:
@@ -166,17 +140,3 @@ class CascadeSpec:
     def build(self) -> CascadeScorer:
         return CascadeScorer(self.proxy.build(), self.pair.build(), alpha=self.alpha, band=self.band)
 
-
-@dataclass(frozen=True)
-class PairSpec:
-    """A picklable recipe for the teacher/reference pair (what `ScoringEngine.from_pretrained` takes)."""
-
-    teacher: str
-    reference: str
-    config: EngineConfig = field(default_factory=EngineConfig)
-    cache: str | None = None
-
-    def build(self) -> ScoringEngine:
-        from scoring.engine import ScoringEngine  # torch and the models load only when a pair is built
-
-        return ScoringEngine.from_pretrained(self.teacher, self.reference, self.config, cache=self.cache)

@@ -24,7 +24,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from safetensors.numpy import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from scoring.errors import ConfigError, InputError
+from scoring.protocols import ProgressFn
 from scoring.proxy.features import Family, feature_count, predict
 from scoring.types import STATUS_BLANK, STATUS_EMPTY, STATUS_OK, DocScore
 
@@ -46,7 +47,6 @@ WEIGHTS_NAME = "weights.safetensors"
 TOKENIZER_DIR = "tokenizer"
 AGREEMENT_NAME = "agreement.json"
 
-ProgressFn = Callable[[int, int], None]
 Floats = npt.NDArray[np.float64]
 
 

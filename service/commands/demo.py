@@ -88,7 +88,9 @@ def _progress_logger() -> Any:
 
 
 def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) -> str:
-    """Kept share per source and the two ends of the ranking (scores come from the cache)."""
+    """Kept share per source, the pair diagnostics and the two ends of the ranking (scores come from
+    the cache)."""
+    from corpus.diagnostics import describe
     from embedded.corpus import read_jsonl_zst
 
     rows = list(read_jsonl_zst(sample))
@@ -99,6 +101,7 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
     for score, row in ranked:
         kept = threshold is not None and score >= threshold
         by_source.setdefault(row["source"], [0, 0])[0 if kept else 1] += 1
+    diagnostics = report.get("diagnostics")
     docs, tokens = report["documents"], report["tokens"]
     lines = [
         "",
@@ -107,6 +110,7 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
         if threshold is not None
         else "nothing kept",
         "Kept per source: " + ", ".join(f"{src} {k}/{k + d}" for src, (k, d) in sorted(by_source.items())),
+        *(describe(diagnostics) if diagnostics else []),
     ]
 
     def show(title: str, items: list[tuple[float, dict[str, str]]]) -> None:
@@ -127,11 +131,15 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from corpus.rewrite import RewriteConfig, run_rewrite
-    from corpus.sampler import SelectionConfig
+    from corpus.config import RewriteConfig, SelectionConfig
+    from corpus.rewrite import run_rewrite
     from embedded import ensure_demo_assets, paths
     from scoring import EngineConfig, ScoringEngine
+    from scoring.errors import ConfigError
+    from scoring.protocols import BuiltScorer
 
+    if args.docs < 0:
+        raise ConfigError(f"--docs={args.docs} must be 0 (the whole corpus) or more")
     started = time.monotonic()
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -144,10 +152,12 @@ def run(args: argparse.Namespace) -> int:
     )
     out_dir = demo_dir / f"rewrite-{sample.name.removesuffix('.jsonl.zst')}-top50"
     config = RewriteConfig(
-        inputs=[str(sample)], output=str(out_dir), selection=SelectionConfig(method="top-fraction", ratio=0.5)
+        inputs=[str(sample)],
+        output=str(out_dir),
+        selection=SelectionConfig(method="top-fraction", ratio=0.5),
     )
     log.info("rewriting %s with top-50%% selection into %s", sample.name, out_dir)
-    result = run_rewrite(config, engine, progress=_progress_logger())
+    result = run_rewrite(config, BuiltScorer(engine), progress=_progress_logger())
     print(summarise(engine, sample, result.report, out_dir))
     log.info(
         "batch part done in %.0f s%s",

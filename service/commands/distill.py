@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus.layout import JOB_FILE, SCORES_DIR
 from corpus.readers import read_documents
-from corpus.rewrite import JOB_FILE, SCORES_DIR
 from scoring.errors import InputError
 from scoring.proxy.features import FAMILIES
 from scoring.proxy.train import DistillConfig, Sample, distill, format_report

@@ -1,42 +1,33 @@
-"""Model-pair options shared by `score`, `rewrite` and `serve`, and the engine built from them."""
+"""Model-pair options shared by `score`, `rewrite` and `serve`, derived from EngineConfig."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 
-from scoring import EngineConfig, ScoringEngine
+from scoring.config import EngineConfig, PairSpec
+from scoring.models import check_model_source
+from service.commands.config_args import add_model_args, model_kwargs
+
+ENGINE_FIELDS = tuple(EngineConfig.model_fields)
+# The flag of `num_threads` predates the derivation; it keeps its short name.
+ENGINE_FLAGS = {"num_threads": "--threads"}
 
 
 def add_engine_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     g = parser.add_argument_group("models")
     g.add_argument("--teacher", required=required, help="teacher model directory (or hub id with network)")
     g.add_argument("--reference", required=required, help="reference model directory (same tokenizer)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto: bf16 where the hardware multiplies it natively (AMX, AVX512-BF16, GPUs), else fp32")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--max-length", type=int, default=None, help="tokens per window (default: model context, at most 2048)")
-    g.add_argument("--window-overlap", type=int, default=None, help="context tokens re-read by each later window (default max_length/4)")
-    g.add_argument("--token-budget", type=int, default=16384, help="padded tokens per forward batch")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_model_args(g, EngineConfig, ENGINE_FIELDS, flags=ENGINE_FLAGS)
     g.add_argument("--cache", default=None, metavar="PATH", help="SQLite score cache: documents already scored by this pair are not recomputed")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
-    return EngineConfig(
-        dtype=args.dtype,
-        device=args.device,
-        max_length=args.max_length,
-        window_overlap=args.window_overlap,
-        token_budget=args.token_budget,
-        num_threads=args.threads,
-    )
+    return EngineConfig(**model_kwargs(args, ENGINE_FIELDS))
 
 
-def engine_from_args(args: argparse.Namespace) -> ScoringEngine:
-    # transformers' per-load progress bars are noise next to our own.
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    return ScoringEngine.from_pretrained(args.teacher, args.reference, engine_config_from_args(args), cache=args.cache)
+def pair_from_args(args: argparse.Namespace) -> PairSpec:
+    """The pair to load where the job runs (validated now, loaded later: a bad model path is refused
+    here in one line, before any input is read, any output created or Ray started)."""
+    check_model_source(args.teacher, "teacher")
+    check_model_source(args.reference, "reference")
+    return PairSpec(args.teacher, args.reference, engine_config_from_args(args), cache=args.cache)

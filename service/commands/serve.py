@@ -9,20 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from service.commands.engine_args import add_engine_args
-
-# Options whose value only counts when given: otherwise the environment / .env / defaults decide.
-_ENGINE_OPTIONS = {
-    "teacher": "teacher",
-    "reference": "reference",
-    "dtype": "dtype",
-    "device": "device",
-    "max_length": "max_length",
-    "window_overlap": "window_overlap",
-    "token_budget": "token_budget",
-    "threads": "num_threads",
-    "cache": "score_cache",
-}
+from corpus.config import RayOptions
+from service.commands.config_args import add_model_args, model_kwargs
+from service.commands.engine_args import ENGINE_FIELDS, add_engine_args
+from service.commands.rewrite import RAY_FIELDS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "teacher/reference pair. Options fall back to REWEIGH_* environment variables and .env.",
     )
     add_engine_args(p, required=False)
-    # None = not given: the settings (environment, .env, defaults) decide.
-    p.set_defaults(**{name: None for name in _ENGINE_OPTIONS})
     p.add_argument(
         "--data-root",
         dest="data_roots",
@@ -54,22 +42,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="production refuses to start without API keys (REWEIGH_API_KEYS)",
     )
-    p.add_argument("--ray-address", default=None, help="run jobs on this Ray cluster (auto | ray://HEAD:10001; REWEIGH_RAY_ADDRESS)")
-    p.add_argument("--ray-actors", type=int, default=None, help="scoring actors per job on Ray (REWEIGH_RAY_ACTORS)")
+    p.add_argument("--job-executor", choices=["local", "ray"], default=None, help="run jobs here or on Ray (REWEIGH_JOB_EXECUTOR)")
+    add_model_args(p.add_argument_group("ray (REWEIGH_RAY__<NAME>)"), RayOptions, RAY_FIELDS, prefix="ray_")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    given: dict[str, Any] = {
-        field: getattr(args, option)
-        for option, field in _ENGINE_OPTIONS.items()
-        if getattr(args, option) is not None
-    }
-    for name in ("data_roots", "jobs_db", "proxy", "host", "port", "environment", "ray_address", "ray_actors"):
+    """Options given on the command line; the others are left to the environment, .env and defaults."""
+    given: dict[str, Any] = model_kwargs(args, ENGINE_FIELDS)
+    for name in ("teacher", "reference", "data_roots", "jobs_db", "proxy", "host", "port", "environment", "job_executor"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
+    if args.cache is not None:
+        given["score_cache"] = args.cache
+    ray = model_kwargs(args, RAY_FIELDS, prefix="ray_")
+    if ray:
+        given["ray"] = ray
     if "data_roots" in given:
         from pathlib import Path
 
@@ -80,10 +70,17 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from scoring.errors import ConfigError
+    from scoring.models import check_model_source
     from service.app import create_app
     from service.settings import load_settings
 
     settings = load_settings(**settings_overrides(args))  # a bad value fails here, before any model loads
+    # The models load in the app's lifespan, where a failure is a uvicorn traceback: refuse a bad path here.
+    for role, name in (("teacher", settings.teacher), ("reference", settings.reference)):
+        if not name:
+            raise ConfigError(f"--{role} (or REWEIGH_{role.upper()}) is required: the model pair to serve")
+        check_model_source(name, role)
     app = create_app(settings)
     # One process, one engine: workers > 1 would load the models once per worker and race the job store.
     uvicorn.run(

@@ -6,19 +6,21 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from corpus.rewrite import RewriteConfig
+from corpus.config import RewriteConfig
+from corpus.readers import detect_format
 from scoring.errors import InputError
+from service.auth import PrincipalDep
 from service.deps import RuntimeDep
+from service.fields import JobId
 from service.jobs import Job
 from service.schemas import JobList, JobProgress, JobRequest, JobView, error_responses
-from service.settings import SettingsDep
 
 # The prefix sits on the router (not on include_router) so that route templates, hence metric
 # labels, carry it.
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 _ERRORS = error_responses(404, 503)
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "superseded"]
 
 
 def job_view(request: Request, job: Job) -> JobView:
@@ -35,6 +37,7 @@ def job_view(request: Request, job: Job) -> JobView:
         error=job.error,
         cancel_requested=job.cancel_requested,
         manifest_url=manifest_url,
+        owner=job.owner,
     )
 
 
@@ -47,9 +50,10 @@ def job_view(request: Request, job: Job) -> JobView:
         400,
         403,
         409,
+        413,
         503,
-        e409="another live job writes the same output",
-        e422="invalid body, or an input that does not exist",
+        e409="another live job writes the same output, or the output belongs to another key's job",
+        e422="invalid body, an input that is not a readable corpus, or a path the file system cannot use",
     ),
 )
 def create_job(
@@ -57,32 +61,24 @@ def create_job(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> JobView:
-    # Every path is confined before anything is read or created.
+    # Every path is confined and checked before anything is read or created.
     inputs = [runtime.roots.resolve(p, f"inputs[{i}]") for i, p in enumerate(body.inputs)]
     output = runtime.roots.resolve(body.output, "output")
     for i, path in enumerate(inputs):
-        if not path.exists():
-            raise InputError(f"inputs[{i}]: {body.inputs[i]!r} does not exist")
+        try:
+            detect_format(path)
+        except InputError as exc:  # its message quotes the server path: show the client's instead
+            raise InputError(
+                f"inputs[{i}]: {body.inputs[i]!r} is not a readable corpus: {runtime.roots.scrub(str(exc))}"
+            ) from None
         if path == output or path.is_relative_to(output):
             raise InputError(f"inputs[{i}]: {body.inputs[i]!r} lies inside the output directory")
     if output.exists() and not output.is_dir():
         raise InputError(f"output: {body.output!r} exists and is not a directory")
-    config = RewriteConfig(
-        inputs=[str(p) for p in inputs],
-        output=str(output),
-        selection=body.selection,
-        seed=body.seed,
-        text_field=body.text_field,
-        id_field=body.id_field,
-        shard_rows=body.shard_rows,
-        shard_bytes=body.shard_bytes,
-        on_error=body.on_error,
-        overwrite=body.overwrite,
-        chunk_docs=body.chunk_docs or settings.job_chunk_docs,
-    )
-    job = runtime.store.create(body.model_dump(mode="json", exclude_unset=True), config)
+    config = RewriteConfig(**{**dict(body), "inputs": [str(p) for p in inputs], "output": str(output)})
+    job = runtime.store.create(body.model_dump(mode="json", exclude_unset=True), config, principal.name)
     runtime.runner.notify()
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_view(request, job)
@@ -92,15 +88,17 @@ def create_job(
 def list_jobs(
     request: Request,
     runtime: RuntimeDep,
+    principal: PrincipalDep,
     state: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
-    return JobList(jobs=[job_view(request, j) for j in runtime.store.list_jobs(state, limit)])
+    jobs = runtime.store.list_jobs(principal, state, limit)
+    return JobList(jobs=[job_view(request, j) for j in jobs])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="a job's state and progress", responses=_ERRORS)
-def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> JobView:
-    return job_view(request, runtime.store.get(job_id))
+def get_job(job_id: JobId, request: Request, runtime: RuntimeDep, principal: PrincipalDep) -> JobView:
+    return job_view(request, runtime.store.get(job_id, principal))
 
 
 @router.delete(
@@ -110,5 +108,5 @@ def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> JobView:
     summary="cancel a job (a running one stops at its next chunk; its output stays resumable)",
     responses=error_responses(404, 409, 503, e409="the job already finished"),
 )
-def cancel_job(job_id: str, request: Request, runtime: RuntimeDep) -> JobView:
-    return job_view(request, runtime.runner.cancel(job_id))
+def cancel_job(job_id: JobId, request: Request, runtime: RuntimeDep, principal: PrincipalDep) -> JobView:
+    return job_view(request, runtime.runner.cancel(job_id, principal))

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from scoring.errors import ConfigError, RequestTimeoutError
 from service.deps import RuntimeDep
+from service.fields import CleanStr
 from service.schemas import DocumentId, DocumentScore, ScoreResponse, error_responses
 from service.settings import Settings, SettingsDep
 
@@ -24,7 +25,7 @@ def build_router(settings: Settings) -> APIRouter:
     class ScoreDocument(BaseModel):
         model_config = ConfigDict(extra="forbid")
         id: DocumentId
-        text: Annotated[str, StringConstraints(max_length=settings.max_chars_per_document)]
+        text: Annotated[CleanStr, StringConstraints(max_length=settings.max_chars_per_document)]
 
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -53,7 +54,8 @@ def build_router(settings: Settings) -> APIRouter:
                 raise RequestTimeoutError(f"the proxy did not answer within {settings.request_timeout_s} s") from None
             fingerprint = proxy.fingerprint
         else:
-            results = await runtime.worker.score(texts, settings.request_timeout_s)
+            # A client that disconnects abandons its queued work, as a timeout does.
+            results = await runtime.worker.score(texts, settings.request_timeout_s, request.is_disconnected)
             fingerprint = runtime.engine.fingerprint
         return ScoreResponse(
             fingerprint={**fingerprint.as_dict(), "digest": fingerprint.digest},

@@ -59,74 +59,10 @@ def test_wrong_texts_are_refused(tiny_pair, scored, tmp_path: Path, capsys) -> N
     assert not (tmp_path / "proxy").exists()
 
 
-@pytest.fixture(scope="module")
-def proxy_dir(tiny_pair, scored, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rewrite-proxy") / "proxy"
-    assert _distill(tiny_pair, *scored, out) == 0
-    return out
-
-
 def _rewrite(tiny_pair, texts: Path, out: Path, *extra: str) -> int:
     teacher, reference = tiny_pair
     return main(["rewrite", "--teacher", str(teacher), "--reference", str(reference), "--dtype", "float32",
                  "--threads", "1", "--out", str(out), "--ratio", "0.5", *extra, str(texts)])
-
-
-def test_rewrite_with_the_proxy_alone(scored, proxy_dir: Path, tmp_path: Path, capsys) -> None:
-    texts, _ = scored
-    out = tmp_path / "job"
-    assert main(["rewrite", "--scorer", f"proxy:{proxy_dir}", "--out", str(out), "--ratio", "0.5", str(texts)]) == 0
-    assert "scored by the pair: 0 of 60 documents" in capsys.readouterr().out
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["fingerprint"]["engine"]["scorer"] == "proxy"
-    table = pq.read_table(out / "shards" / "part-00000.parquet")
-    assert table.num_rows == 30 and table.column("teacher_logprob").null_count == 30
-
-
-def test_rewrite_with_the_cascade(tiny_pair, scored, proxy_dir: Path, tmp_path: Path, capsys) -> None:
-    texts, _ = scored
-    runs = [tmp_path / "a", tmp_path / "b"]
-    for out in runs:
-        assert _rewrite(tiny_pair, texts, out, "--cascade", f"proxy:{proxy_dir}", "--band", "0.4") == 0
-    printed = capsys.readouterr().out
-    assert "scored by the pair:" in printed
-    for name in ("manifest.json", "report.json", "shards/part-00000.parquet"):
-        assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
-    report = json.loads((runs[0] / "report.json").read_text())
-    assert 0 < report["documents"]["scored_by_pair"] < 60
-    engine = json.loads((runs[0] / "manifest.json").read_text())["fingerprint"]["engine"]
-    assert engine["scorer"] == "cascade" and engine["band"] == 0.4 and engine["alpha"] == 0.5
-    # Where the pair ran, the cascade's numbers are the pair-only job's.
-    assert _rewrite(tiny_pair, texts, tmp_path / "pair") == 0
-    cascade = pq.read_table(runs[0] / "shards" / "part-00000.parquet").to_pylist()
-    pair = {r["id"]: r for r in pq.read_table(tmp_path / "pair" / "shards" / "part-00000.parquet").to_pylist()}
-    both = [r for r in cascade if r["teacher_logprob"] is not None and r["id"] in pair]
-    assert both
-    for r in both:
-        assert r["score"] == pytest.approx(pair[r["id"]]["score"], abs=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (("--cascade", "proxy:{p}", "--select", "soft"), "--cascade needs --select top-fraction"),
-        (("--scorer", "proxy:{p}", "--min-teacher-logprob", "-5"), "--min-teacher-logprob needs"),
-        (("--scorer", "proxy:{p}", "--cascade", "proxy:{p}"), "exclude each other"),
-        (("--scorer", "nonsense"), "expected proxy:DIR"),
-    ],
-)
-def test_rewrite_refuses_what_cannot_work(tiny_pair, scored, proxy_dir, tmp_path, capsys, extra, message) -> None:
-    texts, _ = scored
-    args = [a.format(p=proxy_dir) for a in extra]
-    if "--select" in args:
-        args = [*args[:2], "--select", "soft"]
-        teacher, reference = tiny_pair
-        code = main(["rewrite", "--teacher", str(teacher), "--reference", str(reference), "--out",
-                     str(tmp_path / "x"), *args, str(texts)])
-    else:
-        code = _rewrite(tiny_pair, texts, tmp_path / "x", *args)
-    assert code == 2
-    assert message in capsys.readouterr().err
 
 
 def test_distill_from_a_rewrite_jobs_checkpoints(tiny_pair, scored, tmp_path: Path) -> None:

@@ -64,3 +64,13 @@ class FakeEngine:
         if progress is not None:
             progress(len(texts), sum(len(t.split()) for t in texts))
         return out
+
+
+@dataclass(frozen=True)
+class FakeSpec:
+    """Builds a FakeEngine where the job runs (picklable, for the Ray executor too)."""
+
+    name: str = "fake"
+
+    def build(self) -> FakeEngine:
+        return FakeEngine(self.name)

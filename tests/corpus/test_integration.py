@@ -8,9 +8,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from corpus.config import RewriteConfig
 from corpus.manifest import load_manifest
-from corpus.rewrite import RewriteConfig, run_rewrite
+from corpus.rewrite import run_rewrite
 from scoring import EngineConfig, ScoringEngine
+from scoring.protocols import BuiltScorer
 from service.cli import main
 from tests.corpus.helpers import make_rows, tree_bytes, write_jsonl
 
@@ -31,7 +33,7 @@ def test_rewrite_with_real_engine_matches_direct_scores(tmp_path: Path, engine: 
     rows = make_rows(40)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     cfg = RewriteConfig(inputs=[str(path)], output=str(tmp_path / "out"), chunk_docs=16, shard_rows=8)
-    result = run_rewrite(cfg, engine)
+    result = run_rewrite(cfg, BuiltScorer(engine))
     m = result.manifest
     assert m.fingerprint["engine"]["digest"] == engine.fingerprint.digest
     assert m.totals.rows_out == 20
@@ -42,7 +44,7 @@ def test_rewrite_with_real_engine_matches_direct_scores(tmp_path: Path, engine: 
         assert r["n_tokens"] == d.n_tokens
         assert r["score"] == pytest.approx(d.score, abs=1e-4)
     # Deterministic with a real model too.
-    run_rewrite(cfg.model_copy(update={"output": str(tmp_path / "again")}), engine)
+    run_rewrite(cfg.model_copy(update={"output": str(tmp_path / "again")}), BuiltScorer(engine))
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "again")
 
 

@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
+from corpus.config import RewriteConfig, SelectionConfig
 from corpus.loader import ManifestDataset
 from corpus.manifest import load_manifest
-from corpus.rewrite import RewriteConfig, run_rewrite
-from corpus.sampler import SelectionConfig
+from corpus.packing import Packing
+from corpus.rewrite import run_rewrite
 from scoring.errors import ConfigError, InputError
-from tests.corpus.fakes import FakeEngine
+from tests.corpus.fakes import FakeSpec
 from tests.corpus.helpers import make_rows, write_jsonl
 
 
@@ -27,7 +28,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = write_jsonl(d / "in.jsonl", make_rows(150))
     sel = SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=200)
     run_rewrite(
-        RewriteConfig(inputs=[str(path)], output=str(d / "out"), selection=sel, shard_rows=9), FakeEngine()
+        RewriteConfig(inputs=[str(path)], output=str(d / "out"), selection=sel, shard_rows=9), FakeSpec()
     )
     return d / "out"
 
@@ -181,3 +182,139 @@ def test_column_subset(job: Path) -> None:
     rows = list(ManifestDataset(job, columns=["id", "score"], shuffle=False))
     assert set(rows[0]) == {"id", "score"}
     assert len(rows) == sum(expected(job).values())
+
+
+# ---------------------------------------------------------------------------- row groups, packing
+
+
+@pytest.fixture(scope="module")
+def small_groups(job: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The job with its shards rewritten in row groups of 2 rows (and the manifest updated to match)."""
+    import shutil
+
+    from corpus.fsutil import sha256_file
+    from corpus.manifest import write_manifest
+
+    copy = tmp_path_factory.mktemp("groups") / "job"
+    shutil.copytree(job, copy)
+    m = load_manifest(copy)
+    shards = []
+    for s in m.shards:
+        pq.write_table(pq.read_table(copy / s.path), copy / s.path, row_group_size=2)
+        shards.append(
+            s.model_copy(
+                update={"sha256": sha256_file(copy / s.path), "bytes": (copy / s.path).stat().st_size}
+            )
+        )
+    write_manifest(copy, m.model_copy(update={"shards": shards}))
+    return copy
+
+
+def test_reads_row_groups_not_whole_shards(small_groups: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int | None] = []
+    original = pq.ParquetFile.read_row_group
+
+    def spy(self: pq.ParquetFile, i: int, columns: list[str] | None = None, **kw: object) -> object:
+        if columns != ["repeats"]:
+            reads.append(self.metadata.row_group(i).num_rows)
+        return original(self, i, columns=columns, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("a whole shard was read"))
+    seen: Counter[str] = Counter()
+    for rank in range(2):
+        seen.update(
+            ids(loader(ManifestDataset(small_groups, rank=rank, world_size=2, seed=1, batch_size=2), 0))
+        )
+    assert seen == expected(small_groups)
+    assert reads and max(reads) == 2
+
+
+def test_row_group_order_is_seeded_and_resumable(small_groups: Path) -> None:
+    ds = ManifestDataset(small_groups, seed=7)
+    full = [r["id"] for r in ds]
+    assert full != [r["id"] for r in ManifestDataset(small_groups, seed=8)]
+    it = iter(ds)
+    head = [next(it)["id"] for _ in range(23)]
+    fresh = ManifestDataset(small_groups, seed=7)
+    fresh.load_state_dict(ds.state_dict())
+    assert head + [r["id"] for r in fresh] == full
+
+
+def _tokens_expected(job: Path, tokenizer) -> Counter[int]:
+    want: Counter[int] = Counter()
+    for s in load_manifest(job).shards:
+        for row in pq.read_table(job / s.path, columns=["text", "repeats"]).to_pylist():
+            ids_ = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            for t in ids_:
+                want[t] += row["repeats"]
+    return want
+
+
+def _blocks(dl: DataLoader) -> list[list[int]]:
+    out = []
+    for batch in dl:
+        for block, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True):
+            out.append([t for t, m in zip(block, mask, strict=True) if m])
+    return out
+
+
+def _packed_loader(ds: ManifestDataset, workers: int) -> DataLoader:
+    kw = {"multiprocessing_context": "fork"} if workers else {}
+    return DataLoader(ds, batch_size=ds.batch_size, num_workers=workers, **kw)
+
+
+def test_packed_blocks_hold_every_token_once_across_ranks_and_workers(
+    small_groups: Path, tiny_tokenizer
+) -> None:
+    seen: Counter[int] = Counter()
+    for rank in range(2):
+        ds = ManifestDataset(
+            small_groups, rank=rank, world_size=2, seed=2, batch_size=3, tokenizer=tiny_tokenizer, seq_len=16
+        )
+        blocks = _blocks(_packed_loader(ds, workers=2))
+        # Full blocks everywhere but each worker's last one (padded, its padding masked out).
+        assert sum(len(b) < 16 for b in blocks) <= 2
+        for b in blocks:
+            seen.update(b)
+    assert seen == _tokens_expected(small_groups, tiny_tokenizer)
+
+
+def test_packed_blocks_resume_exactly(small_groups: Path, tiny_tokenizer) -> None:
+    def make() -> ManifestDataset:
+        return ManifestDataset(small_groups, seed=3, batch_size=2, tokenizer=tiny_tokenizer, seq_len=8)
+
+    full = _blocks(_packed_loader(make(), workers=2))
+    batches = iter(_packed_loader(make(), workers=2))
+    head = []
+    for _ in range(5):
+        batch = next(batches)
+        head += [
+            [t for t, m in zip(b, k, strict=True) if m]
+            for b, k in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True)
+        ]
+    state = make().state_dict(consumed=len(head))
+    fresh = make()
+    fresh.load_state_dict(state)
+    assert head + _blocks(_packed_loader(fresh, workers=2)) == full
+    # In process, the dataset counts the blocks itself.
+    ds = make()
+    it = iter(ds)
+    first = [next(it)["input_ids"].tolist() for _ in range(7)]
+    again = make()
+    again.load_state_dict(ds.state_dict())
+    assert first + [b["input_ids"].tolist() for b in again] == [b["input_ids"].tolist() for b in make()]
+
+
+def test_packing_settings_are_checked(job: Path, tiny_tokenizer) -> None:
+    with pytest.raises(ConfigError, match="give both or neither"):
+        ManifestDataset(job, seq_len=8)
+    with pytest.raises(ConfigError, match="seq_len=0"):
+        ManifestDataset(job, tokenizer=tiny_tokenizer, seq_len=0)
+    state = ManifestDataset(job, tokenizer=tiny_tokenizer, seq_len=8).state_dict()
+    with pytest.raises(ConfigError, match="seq_len"):
+        ManifestDataset(job, tokenizer=tiny_tokenizer, seq_len=16).load_state_dict(state)
+    with pytest.raises(ConfigError, match="whole number of batches"):
+        Packing.blocks_before(3, worker=0, workers=2, batch_size=4)
+    # 5 batches of 2 taken in turn from 2 workers: worker 0 gave batches 0, 2, 4; worker 1 gave 1, 3.
+    assert [Packing.blocks_before(10, w, 2, 2) for w in (0, 1)] == [6, 4]

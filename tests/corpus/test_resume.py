@@ -18,12 +18,16 @@ from typing import Any
 
 import pytest
 
+import corpus.executor.base
 import corpus.fsutil
 import corpus.rewrite
 import corpus.scores
-import corpus.writers
-from corpus.rewrite import RewriteConfig, run_rewrite
-from tests.corpus.fakes import FakeEngine
+import corpus.steps.select_memory
+import corpus.steps.write
+from corpus.config import RewriteConfig
+from corpus.rewrite import run_rewrite
+from scoring.protocols import BuiltScorer
+from tests.corpus.fakes import FakeEngine, FakeSpec
 from tests.corpus.helpers import make_rows, tree_bytes, write_jsonl, write_parquet
 
 _ctx = multiprocessing.get_context("fork")
@@ -51,11 +55,16 @@ class SlowEngine(FakeEngine):
 def _child(config: RewriteConfig, kill_at: tuple[str, str, int] | None, slow: bool) -> None:
     if kill_at is not None:
         where, name, n = kill_at
-        module = {"scores": corpus.scores, "rewrite": corpus.rewrite, "writers": corpus.writers, "os": os}[
-            where
-        ]
+        module = {
+            "scores": corpus.scores,
+            "rewrite": corpus.rewrite,
+            "markers": corpus.executor.base,
+            "select": corpus.steps.select_memory,
+            "write": corpus.steps.write,
+            "os": os,
+        }[where]
         _kill_on_call(module, name, n)
-    run_rewrite(config, SlowEngine() if slow else FakeEngine())
+    run_rewrite(config, BuiltScorer(SlowEngine() if slow else FakeEngine()))
     os._exit(0)
 
 
@@ -95,16 +104,17 @@ def _config(inputs: list[str], out: Path) -> RewriteConfig:
 def test_sigkill_at_every_phase_then_resume_is_byte_identical(
     tmp_path: Path, corpus_inputs: list[str]
 ) -> None:
-    run_rewrite(_config(corpus_inputs, tmp_path / "ref"), FakeEngine())
+    run_rewrite(_config(corpus_inputs, tmp_path / "ref"), FakeSpec())
     reference = tree_bytes(tmp_path / "ref")
     out = tmp_path / "out"
     cfg = _config(corpus_inputs, out)
     kill_points = [
         ("scores", "score_chunk", 3),  # mid-scoring, between chunks
         ("os", "replace", 4),  # a chunk written to its temporary name, not yet renamed
-        ("writers", "write_parquet_atomic", 3),  # two output shards written
+        ("markers", "write_json_atomic", 2),  # an input scored, its completion marker not written
+        ("select", "write_plots", 1),  # selection files written, plots and marker not
+        ("write", "write_bytes_atomic", 3),  # two output shards written
         ("os", "replace", 2),  # an output shard in its temporary file
-        ("rewrite", "write_plots", 1),  # report written, plots not
         ("rewrite", "write_manifest", 1),  # everything but the manifest
     ]
     for point in kill_points:

@@ -10,12 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from corpus.config import RewriteConfig, SelectionConfig
 from corpus.manifest import load_manifest
-from corpus.rewrite import RewriteConfig, RewriteProgress, run_rewrite
-from corpus.sampler import SelectionConfig
+from corpus.rewrite import RewriteProgress, run_rewrite
 from corpus.writers import ADDED_COLUMNS
 from scoring.errors import ConfigError, InputError, JobCancelledError, JobConflictError
-from tests.corpus.fakes import FakeEngine
+from scoring.protocols import BuiltScorer
+from tests.corpus.fakes import FakeEngine, FakeSpec
 from tests.corpus.helpers import make_rows, tree_bytes, write_jsonl, write_parquet
 
 
@@ -41,7 +42,7 @@ def read_output(out: Path) -> list[dict]:
 def test_end_to_end(tmp_path: Path, inputs: list[str]) -> None:
     out = tmp_path / "out"
     events: list[RewriteProgress] = []
-    result = run_rewrite(config(inputs, out), FakeEngine(), progress=events.append)
+    result = run_rewrite(config(inputs, out), FakeSpec(), progress=events.append)
     m = result.manifest
     assert not result.already_done
     assert m.totals.documents_in == 120 + 2 + 90 + 70
@@ -81,7 +82,7 @@ def test_selection_is_global_not_per_shard(tmp_path: Path) -> None:
     rows.sort(key=lambda r: -scores[r["text"]])
     good = write_jsonl(tmp_path / "good.jsonl", rows[:100])
     bad = write_jsonl(tmp_path / "bad.jsonl", rows[100:])
-    result = run_rewrite(config([str(bad), str(good)], tmp_path / "out"), FakeEngine())
+    result = run_rewrite(config([str(bad), str(good)], tmp_path / "out"), FakeSpec())
     kept = {r["id"] for r in read_output(tmp_path / "out")}
     assert kept == {r["id"] for r in rows[:100]}
     assert result.manifest.totals.rows_out == 100
@@ -89,29 +90,29 @@ def test_selection_is_global_not_per_shard(tmp_path: Path) -> None:
 
 def test_rerun_is_a_noop(tmp_path: Path, inputs: list[str]) -> None:
     out = tmp_path / "out"
-    run_rewrite(config(inputs, out), FakeEngine())
+    run_rewrite(config(inputs, out), FakeSpec())
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     engine = FakeEngine()
-    again = run_rewrite(config(inputs, out), engine)
+    again = run_rewrite(config(inputs, out), BuiltScorer(engine))
     assert again.already_done and engine.calls == []
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
 def test_two_runs_are_byte_identical(tmp_path: Path, inputs: list[str]) -> None:
-    run_rewrite(config(inputs, tmp_path / "one"), FakeEngine())
-    run_rewrite(config(inputs, tmp_path / "two"), FakeEngine())
+    run_rewrite(config(inputs, tmp_path / "one"), FakeSpec())
+    run_rewrite(config(inputs, tmp_path / "two"), FakeSpec())
     assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
 
 
 def test_different_settings_are_refused_unless_overwrite(tmp_path: Path, inputs: list[str]) -> None:
     out = tmp_path / "out"
-    run_rewrite(config(inputs, out), FakeEngine())
+    run_rewrite(config(inputs, out), FakeSpec())
     with pytest.raises(JobConflictError, match=r"selection\.ratio: null -> 0\.3"):
-        run_rewrite(config(inputs, out, selection=SelectionConfig(ratio=0.3)), FakeEngine())
+        run_rewrite(config(inputs, out, selection=SelectionConfig(ratio=0.3)), FakeSpec())
     with pytest.raises(JobConflictError, match="engine"):
-        run_rewrite(config(inputs, out), FakeEngine("other-models"))
+        run_rewrite(config(inputs, out), FakeSpec("other-models"))
     result = run_rewrite(
-        config(inputs, out, selection=SelectionConfig(ratio=0.3), overwrite=True), FakeEngine()
+        config(inputs, out, selection=SelectionConfig(ratio=0.3), overwrite=True), FakeSpec()
     )
     assert result.manifest.totals.rows_out == 84
     assert len(read_output(out)) == 84
@@ -123,8 +124,8 @@ def test_non_empty_foreign_directory_is_refused(tmp_path: Path, inputs: list[str
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(JobConflictError, match="not empty"):
-        run_rewrite(config(inputs, out), FakeEngine())
-    run_rewrite(config(inputs, out, overwrite=True), FakeEngine())
+        run_rewrite(config(inputs, out), FakeSpec())
+    run_rewrite(config(inputs, out, overwrite=True), FakeSpec())
     assert (out / "notes.txt").read_text() == "mine"  # overwrite removes only what a job owns
 
 
@@ -132,27 +133,27 @@ def test_corrupt_input_fails_naming_it_or_is_skipped_and_listed(tmp_path: Path, 
     broken = Path(inputs[1])
     broken.write_bytes(broken.read_bytes()[:-40])  # truncated zstd
     with pytest.raises(InputError, match=r"b\.jsonl\.zst"):
-        run_rewrite(config(inputs, tmp_path / "fail"), FakeEngine())
-    result = run_rewrite(config(inputs, tmp_path / "skip", on_error="skip"), FakeEngine())
+        run_rewrite(config(inputs, tmp_path / "fail"), FakeSpec())
+    result = run_rewrite(config(inputs, tmp_path / "skip", on_error="skip"), FakeSpec())
     m = result.manifest
     assert [s.path for s in m.skipped_inputs] == [inputs[1]]
     assert "truncated zstd" in m.skipped_inputs[0].reason
     assert [i.path for i in m.inputs] == [inputs[0], inputs[2]]
     assert result.report["skipped_inputs"][0]["path"] == inputs[1]
     assert m.totals.documents_in == 122 + 70
-    again = run_rewrite(config(inputs, tmp_path / "skip", on_error="skip"), FakeEngine())
+    again = run_rewrite(config(inputs, tmp_path / "skip", on_error="skip"), FakeSpec())
     assert again.already_done
 
 
 def test_missing_input_fails_before_any_scoring(tmp_path: Path, inputs: list[str]) -> None:
     engine = FakeEngine()
     with pytest.raises(InputError, match="does not exist"):
-        run_rewrite(config([*inputs, str(tmp_path / "nope.jsonl")], tmp_path / "out"), engine)
+        run_rewrite(config([*inputs, str(tmp_path / "nope.jsonl")], tmp_path / "out"), BuiltScorer(engine))
     assert engine.calls == []
 
 
 def test_cancel_then_resume_gives_identical_output(tmp_path: Path, inputs: list[str]) -> None:
-    run_rewrite(config(inputs, tmp_path / "ref"), FakeEngine())
+    run_rewrite(config(inputs, tmp_path / "ref"), FakeSpec())
     cancel = threading.Event()
 
     def stop_after_some(p: RewriteProgress) -> None:
@@ -161,18 +162,18 @@ def test_cancel_then_resume_gives_identical_output(tmp_path: Path, inputs: list[
 
     engine = FakeEngine()
     with pytest.raises(JobCancelledError):
-        run_rewrite(config(inputs, tmp_path / "out"), engine, progress=stop_after_some, cancel=cancel)
+        run_rewrite(config(inputs, tmp_path / "out"), BuiltScorer(engine), progress=stop_after_some, cancel=cancel)
     assert not (tmp_path / "out" / "manifest.json").exists()
     scored_before = sum(engine.calls)
     engine2 = FakeEngine()
-    run_rewrite(config(inputs, tmp_path / "out"), engine2)
+    run_rewrite(config(inputs, tmp_path / "out"), BuiltScorer(engine2))
     assert sum(engine2.calls) + scored_before == 281  # every readable text once, none twice
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "ref")
 
 
 def test_soft_selection_writes_repeats(tmp_path: Path, inputs: list[str]) -> None:
     sel = SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=400)
-    result = run_rewrite(config(inputs, tmp_path / "out", selection=sel), FakeEngine())
+    result = run_rewrite(config(inputs, tmp_path / "out", selection=sel), FakeSpec())
     rows = read_output(tmp_path / "out")
     assert sum(r["repeats"] for r in rows) == 400 == result.manifest.totals.documents_out
     assert max(r["repeats"] for r in rows) == 3
@@ -182,7 +183,7 @@ def test_soft_selection_writes_repeats(tmp_path: Path, inputs: list[str]) -> Non
 
 def test_shard_bytes_sizing(tmp_path: Path, inputs: list[str]) -> None:
     cfg = RewriteConfig(inputs=inputs, output=str(tmp_path / "out"), shard_bytes=2000, chunk_docs=64)
-    result = run_rewrite(cfg, FakeEngine())
+    result = run_rewrite(cfg, FakeSpec())
     rows = read_output(tmp_path / "out")
     assert len(result.manifest.shards) > 1
     start = 0
@@ -201,7 +202,7 @@ def test_mixed_field_types_become_json_and_missing_fields_null(tmp_path: Path) -
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
     run_rewrite(
         RewriteConfig(inputs=[str(path)], output=str(tmp_path / "out"), selection=SelectionConfig(ratio=1.0)),
-        FakeEngine(),
+        FakeSpec(),
     )
     table = pq.read_table(next((tmp_path / "out" / "shards").iterdir()))
     assert table.schema.field("extra").metadata == {b"reweigh.encoding": b"json"}
@@ -213,7 +214,7 @@ def test_mixed_field_types_become_json_and_missing_fields_null(tmp_path: Path) -
 
 def test_all_documents_dropped_still_finishes(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "empty.jsonl", [{"text": ""}, {"text": "   "}])
-    result = run_rewrite(RewriteConfig(inputs=[str(path)], output=str(tmp_path / "out")), FakeEngine())
+    result = run_rewrite(RewriteConfig(inputs=[str(path)], output=str(tmp_path / "out")), FakeSpec())
     assert result.manifest.shards == [] and result.manifest.totals.rows_out == 0
     assert (tmp_path / "out" / "manifest.json").is_file()
 
@@ -230,7 +231,7 @@ def test_config_errors() -> None:
 
 
 def test_selection_arrays_match_output(tmp_path: Path, inputs: list[str]) -> None:
-    result = run_rewrite(config(inputs, tmp_path / "out"), FakeEngine())
+    result = run_rewrite(config(inputs, tmp_path / "out"), FakeSpec())
     rows = read_output(tmp_path / "out")
     assert np.isclose(min(r["score"] for r in rows), result.report["threshold"])
 
@@ -241,7 +242,7 @@ def test_empty_and_fully_unreadable_inputs(tmp_path: Path) -> None:
     junk = write_jsonl(tmp_path / "junk.jsonl", [], extra_lines=[b"nope", b"[1]"])
     good = write_jsonl(tmp_path / "good.jsonl", make_rows(10))
     result = run_rewrite(
-        RewriteConfig(inputs=[str(empty), str(junk), str(good)], output=str(tmp_path / "out")), FakeEngine()
+        RewriteConfig(inputs=[str(empty), str(junk), str(good)], output=str(tmp_path / "out")), FakeSpec()
     )
     assert [i.rows for i in result.manifest.inputs] == [0, 2, 10]
     assert result.manifest.totals.rows_out == 5
@@ -255,11 +256,11 @@ def test_failed_job_resumes_with_skip_and_fail_mode_retries_skipped(
     broken.write_bytes(broken.read_bytes()[:-40])
     out = tmp_path / "out"
     with pytest.raises(InputError, match=r"b\.jsonl\.zst"):
-        run_rewrite(config(inputs, out), FakeEngine())
+        run_rewrite(config(inputs, out), FakeSpec())
     engine = FakeEngine()
-    result = run_rewrite(config(inputs, out, on_error="skip"), engine)
+    result = run_rewrite(config(inputs, out, on_error="skip"), BuiltScorer(engine))
     assert sum(engine.calls) == 70  # input a was scored before the failure and is not rescored
     assert [s.path for s in result.manifest.skipped_inputs] == [inputs[1]]
     with pytest.raises(InputError, match=r"b\.jsonl\.zst"):
-        run_rewrite(config(inputs, out), FakeEngine())
-    assert run_rewrite(config(inputs, out, on_error="skip"), FakeEngine()).manifest == result.manifest
+        run_rewrite(config(inputs, out), FakeSpec())
+    assert run_rewrite(config(inputs, out, on_error="skip"), FakeSpec()).manifest == result.manifest

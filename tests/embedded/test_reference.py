@@ -55,3 +55,76 @@ def test_ensure_reference_trains_once_and_loads_plainly(
 
     monkeypatch.setattr(reference, "train", must_not_train)
     assert ensure_reference(teacher_dir, [ref_file], out, TINY) == out
+
+
+CUT = ReferenceSpec(init="teacher-cut", layers=1, adapt_layers=1, seq_len=32, batch_rows=2, train_tokens=32 * 2 * 4)
+
+
+def test_teacher_cut_keeps_the_teachers_bottom_and_adapts_only_the_top(
+    tmp_path: Path, tiny_pair: tuple[Path, Path], tiny_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    teacher_dir, _ = tiny_pair
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    first, figures = train(TEXTS, tiny_tokenizer, CUT, torch.device("cpu"), teacher_dir=teacher_dir)
+    second, _ = train(TEXTS, tiny_tokenizer, CUT, torch.device("cpu"), teacher_dir=teacher_dir)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # seeded
+    assert first.config.num_hidden_layers == 1 and first.config.hidden_size == teacher.config.hidden_size
+    # embeddings (tied with the head) are the teacher's, untouched; the adapted layer moved
+    assert torch.equal(first.get_input_embeddings().weight, teacher.get_input_embeddings().weight)
+    moved = first.model.layers[0].mlp.down_proj.weight
+    assert not torch.equal(moved, teacher.model.layers[0].mlp.down_proj.weight)
+    assert figures["train_tokens"] == CUT.steps * CUT.tokens_per_step
+
+
+def test_teacher_cut_as_is_equals_the_teachers_layers(
+    tiny_pair: tuple[Path, Path], tiny_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    teacher_dir, _ = tiny_pair
+    spec = ReferenceSpec(init="teacher-cut", layers=1, adapt_layers=0, train_tokens=0, seq_len=32, batch_rows=2)
+    model, figures = train(TEXTS, tiny_tokenizer, spec, torch.device("cpu"), teacher_dir=teacher_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, teacher.state_dict()[name]), name
+    assert figures["train_tokens"] == 0 and figures["val_loss"] > 0
+
+
+def test_ensure_reference_records_the_teacher_for_a_cut(tmp_path: Path, tiny_pair: tuple[Path, Path]) -> None:
+    teacher_dir, _ = tiny_pair
+    ref_file = tmp_path / "ref.jsonl.zst"
+    write_jsonl_zst([Doc(f"t:{i}#0", t, "t") for i, t in enumerate(TEXTS)], ref_file, level=3)
+    out = ensure_reference(teacher_dir, [ref_file], tmp_path / "reference", CUT)
+    source = json.loads((out / SOURCE_FILE).read_text())
+    assert source["kind"] == "teacher-cut" and len(source["teacher_weights_sha256"]) == 64
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 1
+
+
+def test_cut_spec_is_validated(tiny_pair: tuple[Path, Path], tiny_tokenizer: PreTrainedTokenizerFast) -> None:
+    with pytest.raises(ConfigError, match="adapt_layers=3 must lie in"):
+        ReferenceSpec(init="teacher-cut", layers=2, adapt_layers=3)
+    with pytest.raises(ConfigError, match="only init='teacher-cut' may skip training"):
+        ReferenceSpec(train_tokens=0)
+    spec = ReferenceSpec(init="teacher-cut", layers=2, adapt_layers=0, train_tokens=0, seq_len=32, batch_rows=2)
+    with pytest.raises(ConfigError, match="cuts nothing from a teacher of 2 layers"):
+        train(TEXTS, tiny_tokenizer, spec, torch.device("cpu"), teacher_dir=tiny_pair[0])
+
+
+def test_teacher_cut_with_top_layers_skips_the_middle(
+    tmp_path: Path, tiny_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    from tests.synthetic import save_random_llama
+
+    teacher_dir = save_random_llama(tmp_path / "teacher", tiny_tokenizer, hidden_size=32, num_layers=4, num_heads=2, seed=7)
+    spec = ReferenceSpec(
+        init="teacher-cut", layers=1, top_layers=1, adapt_layers=0, train_tokens=0, seq_len=32, batch_rows=2
+    )
+    model, _ = train(TEXTS, tiny_tokenizer, spec, torch.device("cpu"), teacher_dir=teacher_dir)
+    model.save_pretrained(tmp_path / "cut")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "cut")
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    assert reloaded.config.num_hidden_layers == 2
+    for mine, theirs in ((0, 0), (1, 3)):  # the bottom layer, then the teacher's last one
+        a, b = reloaded.model.layers[mine].state_dict(), teacher.model.layers[theirs].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="top_layers=1: only a teacher cut"):
+        ReferenceSpec(top_layers=1)

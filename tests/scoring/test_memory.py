@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from scoring.synthetic import save_random_llama
+from tests.synthetic import save_random_llama
 
 QWEN_VOCAB = 151_936
 TOKENS = 16_384

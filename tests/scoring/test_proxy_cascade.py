@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from scoring import EngineConfig, ScoringEngine
+from scoring.config import PairSpec
 from scoring.errors import ConfigError
-from scoring.proxy import CascadeScorer, CascadeSpec, PairSpec, ProxyScorer, ProxySpec, Sample, distill
+from scoring.proxy import CascadeScorer, CascadeSpec, ProxyScorer, ProxySpec, Sample, distill
 from scoring.proxy.agreement import top_overlap
 from scoring.types import DocScore
 from tests.scoring.test_proxy import CONFIG, zebra_sample

@@ -23,6 +23,7 @@ class FakeFingerprint:
 @dataclass
 class FakeEngine:
     delay_s: float = 0.0  # per call: makes batching and queueing observable
+    delay_s_per_char: float = 0.0  # per character scored: work that grows with the input, as a model's
     fail: Exception | None = None
     fingerprint: FakeFingerprint = field(default_factory=FakeFingerprint)
     calls: list[int] = field(default_factory=list)
@@ -38,8 +39,8 @@ class FakeEngine:
             self.calls.append(len(texts))
             if self.fail is not None:
                 raise self.fail
-            if self.delay_s:
-                time.sleep(self.delay_s)
+            if self.delay_s or self.delay_s_per_char:
+                time.sleep(self.delay_s + self.delay_s_per_char * sum(len(t) for t in texts))
             out = [fake_score(t) for t in texts]
         if progress is not None:
             progress(len(texts), sum(s.n_tokens for s in out))

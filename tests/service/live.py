@@ -32,7 +32,8 @@ class LiveServer:
             list(argv), cwd=REPO, env=full_env, stdout=self._log_fh, stderr=subprocess.STDOUT
         )
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    # Generous: on a loaded 2-core machine importing torch and transformers alone took over a minute.
+    def wait_ready(self, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

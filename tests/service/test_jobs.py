@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -54,8 +55,13 @@ def test_job_runs_and_serves_manifest_and_shards(client: TestClient, data_root: 
     assert job["progress"]["documents"] == 100 and job["manifest_url"].endswith(f"/v1/manifests/{job['id']}")
 
     r = client.get(f"/v1/manifests/{job['id']}", headers=AUTH)
-    assert r.content == (data_root / "out" / "manifest.json").read_bytes()
     manifest = r.json()
+    # As on disk, but the inputs are named relative to the data root: no server path leaves it.
+    on_disk = json.loads((data_root / "out" / "manifest.json").read_text())
+    assert [i["path"] for i in on_disk["inputs"]] == [str(data_root.resolve() / "in" / n) for n in ("a.jsonl", "b.jsonl")]
+    assert [i["path"] for i in manifest["inputs"]] == ["in/a.jsonl", "in/b.jsonl"]
+    assert {**manifest, "inputs": on_disk["inputs"]} == on_disk
+    assert str(data_root) not in r.text
     assert manifest["totals"]["rows_out"] == 50
     share = client.get(f"/v1/manifests/{job['id']}?rank=1&world_size=2", headers=AUTH).json()
     assert share["partition"] == {"rank": 1, "world_size": 2}
@@ -180,16 +186,20 @@ def test_cancel_then_resubmit_resumes_to_identical_output(
 
 
 def test_failed_job_records_the_named_error(client: TestClient, data_root: Path) -> None:
-    (data_root / "bad.bin").write_bytes(b"\x00\x01 not a corpus format")
-    job = wait_for(client, submit(client, inputs=["bad.bin"], output="o")["id"], ("failed", "succeeded"))
-    assert job["state"] == "failed" and job["error"].startswith("InputError")
+    # The format is known from the name (accepted at submit); the content is not gzip (found at run).
+    (data_root / "bad.jsonl.gz").write_bytes(b"\x00\x01 not gzip at all")
+    job = wait_for(client, submit(client, inputs=["bad.jsonl.gz"], output="o")["id"], ("failed", "succeeded"))
+    assert job["state"] == "failed" and job["error"].startswith("InputError"), job
+    assert "bad.jsonl.gz" in job["error"]
 
 
 def test_store_requeues_interrupted_jobs_first(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite")
     config = RewriteConfig(inputs=[str(tmp_path / "a")], output=str(tmp_path / "o1"))
-    first = store.create({"output": "o1"}, config)
-    second = store.create({"output": "o2"}, config.model_copy(update={"output": str(tmp_path / "o2")}))
+    first = store.create({"output": "o1"}, config, "alice")
+    second = store.create(
+        {"output": "o2"}, config.model_copy(update={"output": str(tmp_path / "o2")}), "alice"
+    )
     assert store.claim_next().id == first.id  # type: ignore[union-attr]
     store.close()  # the process "dies" with first running
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ def test_environment_variables_and_commas(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("REWEIGH_DATA_ROOTS", f"{tmp_path}/a,{tmp_path}/b")
     monkeypatch.setenv("REWEIGH_MAX_DOCUMENTS_PER_REQUEST", "7")
     s = load_settings()
-    assert s.api_key_values == [b"a" * 16, b"b" * 16]
+    assert [k.principal.name for k in s.api_key_entries] == [
+        f"key-{hashlib.sha256(c.encode() * 16).hexdigest()[:8]}" for c in "ab"
+    ]
     assert s.data_roots == [tmp_path / "a", tmp_path / "b"]
     assert s.max_documents_per_request == 7
     assert "aaaa" not in repr(s)  # keys never show up in logs or tracebacks

@@ -1,4 +1,4 @@
-"""Random-weight model pairs built from configs, for tests and benchmarks (never downloaded).
+"""Random-weight model pairs built from configs, for tests and benchmarks (never downloaded; not shipped).
 
 The tokenizer is a small byte-level BPE trained on the fly, so every byte string is encodable and the
 pair shares a vocabulary exactly as MiniPLM requires of a real teacher and reference.
@@ -44,6 +44,7 @@ def save_random_llama(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
+    num_kv_heads: int | None = None,
     intermediate_size: int | None = None,
     max_positions: int = 256,
     vocab_size: int | None = None,
@@ -58,7 +59,7 @@ def save_random_llama(
         intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_key_value_heads=num_kv_heads or num_heads,
         max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

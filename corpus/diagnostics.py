@@ -1,0 +1,202 @@
+"""Pair diagnostics: does the teacher/reference pair carry MiniPLM's signal on this corpus?
+
+The difference score only means "what the large model knows beyond the small one" when both models
+find the same text easy. If the reference ranks documents unlike the teacher, the score is mostly one
+model's ranking: with a weak or untrained reference, selection becomes a teacher-perplexity filter
+(it keeps what the teacher finds easy and loses the hard-but-learnable text MiniPLM is after); with a
+weak teacher, it keeps what the reference finds hard (random characters included).
+
+`pair_diagnostics` is a pure function of per-document arrays, so it can be checked against constructed
+pairs. Its result goes into report.json (`diagnostics`), the CLI output and `GET /v1/jobs/{id}/diagnostics`.
+
+Regions follow MiniPLM's picture, relative to this corpus: a model finds a document "easy" when its
+mean log-prob lies above that model's median over the scored documents. easy: both above; hard:
+teacher above, reference below (the documents the difference score exists to find); noise: teacher
+below (the large model cannot predict it either). With the median as the cut, the noise region always
+holds about half of the documents: its count says nothing, its kept share does (a selection that works
+keeps little of it). The split between easy and hard is what tells pairs apart: a reference equal to
+the teacher puts no document in hard; one unrelated to it puts half of the teacher-easy ones there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# Below this many scored documents the correlations are too noisy to warn on.
+MIN_DOCUMENTS = 10
+# |Spearman(score, one model)| at or above this: the score ranks as that model alone.
+DOMINANCE = 0.9
+# Spearman(teacher, reference) below this: the two models do not agree on what is easy.
+AGREEMENT = 0.3
+REGIONS = ("easy", "hard", "noise")
+
+Floats = npt.NDArray[np.float64]
+
+
+def rank_correlation(a: Floats, b: Floats) -> float | None:
+    """Spearman's rho (ties get their average rank); None when either side is constant, where a
+    rank correlation is undefined."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    from scipy.stats import spearmanr  # here, not at import: the CLI starts faster
+
+    return float(spearmanr(a, b).statistic)
+
+
+def _warning(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def pair_warnings(
+    n: int,
+    teacher_vs_reference: float | None,
+    score_vs_teacher: float | None,
+    score_vs_reference: float | None,
+    score_constant: bool,
+) -> list[dict[str, str]]:
+    """What looks degenerate about the pair, each with what it means and what to do."""
+    if n < MIN_DOCUMENTS:
+        return []
+    if score_constant:
+        return [
+            _warning(
+                "identical_pair",
+                "Every document has the same score: the teacher and the reference assign the same "
+                "log-probs, so they are very likely the same model. The selection is then decided by "
+                "tie-breaking alone (content hash), which is a seeded random sample. Use a reference that "
+                "is a smaller model than the teacher, trained on a slice of this corpus.",
+            )
+        ]
+    warnings = []
+    if score_vs_teacher is not None and abs(score_vs_teacher) >= DOMINANCE:
+        warnings.append(
+            _warning(
+                "teacher_dominated",
+                f"The score ranks documents nearly as the teacher's log-prob alone (Spearman "
+                f"{score_vs_teacher:.2f}): the reference adds almost nothing, and the selection is a "
+                "teacher-perplexity filter. It keeps what the teacher finds easy (repetitive, simple text) "
+                "and drops hard but learnable text, which is what the difference score exists to find. "
+                "Use a reference that finds the same text easy as the teacher: the same family and "
+                "tokenizer, trained longer or on a slice of this corpus (or cut from the teacher's own "
+                "first layers, as the embedded default does).",
+            )
+        )
+    if score_vs_reference is not None and abs(score_vs_reference) >= DOMINANCE:
+        warnings.append(
+            _warning(
+                "reference_dominated",
+                f"The score ranks documents nearly as the reference's log-prob alone (Spearman "
+                f"{score_vs_reference:.2f}): the selection keeps what the reference finds hard, noise "
+                "included (random characters are hard for every model). The teacher contributes little: "
+                "check that it loaded correctly and that it is much stronger than the reference on this "
+                "text.",
+            )
+        )
+    if not warnings and teacher_vs_reference is not None and teacher_vs_reference < AGREEMENT:
+        warnings.append(
+            _warning(
+                "pair_disagrees",
+                f"The teacher and the reference rank documents very differently (Spearman "
+                f"{teacher_vs_reference:.2f}; MiniPLM's pairs agree on what is easy). The score is then "
+                "mostly one model's ranking rather than the residual the teacher adds, and per-source "
+                "shares can collapse onto one domain. Train the reference longer, on data of this corpus' "
+                "distribution, or start it from the teacher's weights.",
+            )
+        )
+    return warnings
+
+
+def _region_masks(teacher: Floats, reference: Floats) -> dict[str, npt.NDArray[np.bool_]]:
+    teacher_easy = teacher > np.median(teacher)
+    reference_easy = reference > np.median(reference)
+    return {
+        "easy": teacher_easy & reference_easy,
+        "hard": teacher_easy & ~reference_easy,
+        "noise": ~teacher_easy,
+    }
+
+
+def _kept_summary(mask: npt.NDArray[np.bool_], kept: npt.NDArray[np.bool_]) -> dict[str, Any]:
+    documents = int(mask.sum())
+    kept_documents = int((mask & kept).sum())
+    return {
+        "documents": documents,
+        "kept": kept_documents,
+        "kept_share": kept_documents / documents if documents else None,
+    }
+
+
+def pair_diagnostics(
+    *,
+    teacher_logprob: Floats,
+    reference_logprob: Floats,
+    score: Floats,
+    ok: npt.NDArray[np.bool_],
+    repeats: npt.NDArray[np.int64],
+    groups: npt.NDArray[np.str_] | None = None,
+) -> dict[str, Any]:
+    """Rank correlations, regions and (with `groups`, one label per document) per-group shares over
+    the scored documents, and the warnings they raise. A document counts as kept when repeated at
+    least once; `output_share` counts repeats."""
+    teacher, reference, value = teacher_logprob[ok], reference_logprob[ok], score[ok]
+    kept_repeats = repeats[ok]
+    kept = kept_repeats > 0
+    n = int(ok.sum())
+    correlations = {
+        "teacher_vs_reference": rank_correlation(teacher, reference),
+        "score_vs_teacher": rank_correlation(value, teacher),
+        "score_vs_reference": rank_correlation(value, reference),
+    }
+    score_constant = n > 1 and bool(np.ptp(value) <= 1e-9 * max(1.0, float(np.abs(value).max())))
+    result: dict[str, Any] = {
+        "documents": n,
+        "rank_correlations": correlations,
+        "regions": (
+            {name: _kept_summary(mask, kept) for name, mask in _region_masks(teacher, reference).items()}
+            if n
+            else None
+        ),
+        "warnings": pair_warnings(n, **correlations, score_constant=score_constant),
+    }
+    if groups is not None:
+        labels = groups[ok]
+        total_repeats = int(kept_repeats.sum())
+        per_group = {}
+        for label in sorted(set(labels.tolist())):
+            mask = labels == label
+            per_group[label] = {
+                **_kept_summary(mask, kept),
+                "input_share": int(mask.sum()) / n,
+                "output_share": int(kept_repeats[mask].sum()) / total_repeats if total_repeats else None,
+            }
+        result["groups"] = per_group
+    return result
+
+
+def describe(diagnostics: dict[str, Any]) -> list[str]:
+    """The diagnostics as lines for a terminal: correlations, regions, groups, then the warnings."""
+
+    def fmt(value: float | None) -> str:
+        return "undefined" if value is None else f"{value:+.2f}"
+
+    corr = diagnostics["rank_correlations"]
+    lines = [
+        "Pair diagnostics (Spearman): teacher vs reference "
+        f"{fmt(corr['teacher_vs_reference'])}, score vs teacher {fmt(corr['score_vs_teacher'])}, "
+        f"score vs reference {fmt(corr['score_vs_reference'])}"
+    ]
+    if diagnostics["regions"]:
+        lines.append(
+            "Regions (kept/documents): "
+            + ", ".join(f"{name} {r['kept']}/{r['documents']}" for name, r in diagnostics["regions"].items())
+        )
+    if diagnostics.get("groups"):
+        lines.append(
+            "Kept per group: "
+            + ", ".join(f"{name} {g['kept']}/{g['documents']}" for name, g in diagnostics["groups"].items())
+        )
+    lines += [f"WARNING ({w['code']}): {w['message']}" for w in diagnostics["warnings"]]
+    return lines

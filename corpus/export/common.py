@@ -1,0 +1,212 @@
+"""What every export shares: the manifest read as repeat groups, the staged output directory, and the
+record (`export.json`) an export leaves beside its files.
+
+No loader accepts a weight per document, but every one of them repeats or weights whole streams (MDS
+streams, Megatron prefixes, HF splits). A manifest's weights are integer repeat counts, so the rows
+that share a count form one stream read that many times per epoch: the epoch's multiset is then
+exactly the manifest's expanded multiset (each row `repeats` times), with no sampling involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from corpus.fsutil import dumps_json, write_bytes_atomic
+from corpus.manifest import MANIFEST_NAME, Manifest, is_url, load_manifest, resolve_shard, shard_base
+from scoring.errors import ConfigError, InputError
+
+ExportFormat = Literal["mds", "megatron", "hf"]
+EXPORT_RECORD = "export.json"
+EXPORT_FORMAT = "reweigh.export"
+EXPORT_FORMAT_VERSION = 1
+VERSION_CHECK = "export_versions.py"  # imported by every loader script
+
+
+class ExportConfig(BaseModel):
+    """One export, declared once: the CLI flags, the HTTP body and the job option are this model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: ExportFormat
+    manifest: str = Field(description="a manifest.json, or the finished job directory holding it")
+    out: str = Field(description="the export directory (created; refused if it exists, unless overwrite)")
+    overwrite: bool = False
+    tokenizer: str | None = Field(
+        default=None, description="megatron: a tokenizer directory (default: the service's teacher)"
+    )
+    allow_other_tokenizer: bool = Field(
+        default=False,
+        description="megatron: accept a tokenizer whose vocabulary differs from the scoring pair's",
+    )
+    mds_shard_bytes: int = Field(default=1 << 26, ge=1 << 10, lt=1 << 32)
+    hf_shard_rows: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExportConfig:
+        if is_url(self.manifest):
+            raise ConfigError(f"manifest={self.manifest!r}: exports read a local manifest, not a URL")
+        if self.format != "megatron" and (self.tokenizer is not None or self.allow_other_tokenizer):
+            raise ConfigError(
+                f"tokenizer={self.tokenizer!r} is only used by format='megatron', not {self.format!r}"
+            )
+        return self
+
+
+def export_config(**values: Any) -> ExportConfig:
+    """ExportConfig from untyped values (CLI flags, an HTTP body): a bad one is a ConfigError naming it."""
+    try:
+        return ExportConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
+
+
+@dataclass(frozen=True)
+class Group:
+    """The rows that share one repeat count: one stream / prefix / split of the export."""
+
+    repeats: int
+    name: str  # file-system and split safe: repeat_3
+    rows: int = 0
+    tokens: int = 0  # reweigh's n_tokens (the scoring tokenizer's count), each row once
+
+
+@dataclass
+class GroupStats:
+    rows: dict[int, int] = field(default_factory=dict)
+    tokens: dict[int, int] = field(default_factory=dict)
+
+    def add(self, repeats: int, rows: int, tokens: int) -> None:
+        self.rows[repeats] = self.rows.get(repeats, 0) + rows
+        self.tokens[repeats] = self.tokens.get(repeats, 0) + tokens
+
+    def groups(self) -> list[Group]:
+        return [Group(r, group_name(r), self.rows[r], self.tokens[r]) for r in sorted(self.rows)]
+
+
+def column_sum(batch: pa.RecordBatch, name: str) -> int:
+    return int(pc.sum(batch.column(name)).as_py() or 0)
+
+
+def group_name(repeats: int) -> str:
+    return f"repeat_{repeats}"
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    manifest: Manifest
+    base: str
+
+    @classmethod
+    def open(cls, location: str) -> ManifestSource:
+        return cls(load_manifest(location), shard_base(location))
+
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(repeat count, rows) in manifest order, one parquet row group at a time, each shard's
+        sha256 checked first (an export of a changed shard would silently disagree with the manifest)."""
+        for entry in self.manifest.shards:
+            path = Path(resolve_shard(self.base, entry.path))
+            if _sha256(path) != entry.sha256:
+                raise InputError(
+                    f"shard {str(path)!r} does not match the manifest's sha256 (changed or truncated)"
+                )
+            documents = 0
+            parquet = pq.ParquetFile(path)
+            for i in range(parquet.num_row_groups):
+                batch = parquet.read_row_group(i)
+                repeats = batch.column("repeats")
+                documents += int(pc.sum(repeats).as_py() or 0)
+                for r in pc.unique(repeats).to_pylist():
+                    if r is None or r < 1:
+                        raise InputError(
+                            f"shard {str(path)!r} has a row with repeats={r!r}; kept rows repeat >= 1"
+                        )
+                    for part in batch.filter(pc.equal(repeats, r)).to_batches():
+                        yield int(r), part
+            if documents != entry.documents:
+                raise InputError(
+                    f"shard {str(path)!r} holds {documents} documents, the manifest says {entry.documents}"
+                )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary sibling of `out` to build into, renamed onto `out` on success and removed on any
+    failure: an export directory is either absent or whole (like a job without its manifest)."""
+    if out.exists() and not overwrite:
+        raise ConfigError(f"out={str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_loader_script(name: str, directory: Path) -> str:
+    """Copy the stand-alone loader script (stdlib + the loader library only: it runs in the trainer's
+    environment, where reweigh is not installed) into the export; returns its file name."""
+    package = importlib.resources.files("corpus.export.loaders")
+    for file in (name, VERSION_CHECK):
+        (directory / file).write_text(package.joinpath(file).read_text())
+    return name
+
+
+def write_record(
+    directory: Path, config: ExportConfig, source: ManifestSource, body: dict[str, Any]
+) -> dict[str, Any]:
+    """`export.json`: which manifest (by digest) this export reproduces, and how; written last."""
+    record = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "export": config.format,
+        "manifest": {
+            "path": str(Path(config.manifest).resolve() / MANIFEST_NAME)
+            if Path(config.manifest).is_dir()
+            else str(Path(config.manifest).resolve()),
+            "digest": source.manifest.fingerprint.get("digest"),
+            "rows_out": source.manifest.totals.rows_out,
+            "documents_out": source.manifest.totals.documents_out,
+            "tokens_out": source.manifest.totals.tokens_out,
+        },
+        **body,
+    }
+    write_bytes_atomic(directory / EXPORT_RECORD, dumps_json(record))
+    return record
+
+
+def check_expanded_totals(source: ManifestSource, groups: list[Group]) -> None:
+    """The groups, each counted `repeats` times, must be the manifest's epoch: a last guard."""
+    documents = sum(g.repeats * g.rows for g in groups)
+    rows = sum(g.rows for g in groups)
+    totals = source.manifest.totals
+    if documents != totals.documents_out or rows != totals.rows_out:
+        raise InputError(
+            f"the export holds rows={rows}, documents={documents}; "
+            f"the manifest says rows_out={totals.rows_out}, documents_out={totals.documents_out}"
+        )

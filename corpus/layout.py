@@ -1,0 +1,58 @@
+"""Names inside a job directory, in the order a job writes them.
+
+    job.json                      settings of the job (written first; a rerun must match it)
+    scores/00000-<name>/          per input shard: chunk-NNNNN.parquet, one per chunk of chunk_docs rows
+    selection/00000-<name>/       per input shard: the kept rows of each chunk and what is added to them
+    steps/<step>/NNNNN.json       completion markers: a finished task's result (corpus/executor/base.py)
+    shards/part-00000.parquet     kept documents: original fields + score columns, repeats, weight
+    report.json, *.png            counts, quantiles, threshold; histogram and scatter
+    manifest.json                 written last: its presence is what makes the job finished
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from corpus.executor.base import STEPS_DIR
+from corpus.manifest import MANIFEST_NAME
+from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME
+
+JOB_FILE = "job.json"
+SCORES_DIR = "scores"
+SELECTION_DIR = "selection"
+SHARDS_DIR = "shards"
+# Names a job owns in its directory: what --overwrite removes (and nothing else).
+OWNED = (
+    JOB_FILE,
+    SCORES_DIR,
+    SELECTION_DIR,
+    STEPS_DIR,
+    SHARDS_DIR,
+    REPORT_NAME,
+    HISTOGRAM_NAME,
+    SCATTER_NAME,
+    MANIFEST_NAME,
+)
+
+
+def shard_key(index: int, path: str | Path) -> str:
+    """Directory name of an input shard's files: its position (keeps order) and a readable name."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).name)[:80]
+    return f"{index:05d}-{name}"
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk-{index:05d}.parquet"
+
+
+def scores_dir(out: Path, index: int, path: str) -> Path:
+    return out / SCORES_DIR / shard_key(index, path)
+
+
+def selection_dir(out: Path, index: int, path: str) -> Path:
+    return out / SELECTION_DIR / shard_key(index, path)
+
+
+def output_shard_path(index: int) -> str:
+    return f"{SHARDS_DIR}/part-{index:05d}.parquet"

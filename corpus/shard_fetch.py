@@ -1,0 +1,130 @@
+"""Open a manifest's shard for row-group reads, its sha256 checked, in bounded memory.
+
+A local shard is hashed in 4 MiB chunks and then read in place. A remote one is streamed to a
+temporary file (hashed as it arrives), so neither path ever holds a whole shard in memory; the
+loader then reads one parquet row group at a time. `Prefetcher` downloads the next remote shard in
+a background thread while the current one is consumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from corpus.manifest import ShardEntry, is_url, resolve_shard
+from scoring.errors import InputError, NotFoundError
+
+_CHUNK = 1 << 22
+
+
+@dataclass
+class OpenShard:
+    location: str
+    file: pq.ParquetFile
+    temporary: Path | None  # the downloaded copy of a remote shard, removed by close()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.temporary is not None:
+            self.temporary.unlink(missing_ok=True)
+
+
+def _hash_local(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url: str, headers: dict[str, str] | None, directory: str | None) -> tuple[Path, str]:
+    import httpx
+
+    fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".parquet", dir=directory)
+    path, digest = Path(name), hashlib.sha256()
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.stream("GET", url, headers=headers, timeout=60.0, follow_redirects=True) as response,
+        ):
+            if response.status_code == 404:
+                raise NotFoundError(f"{url!r} not found (HTTP 404)")
+            if response.status_code >= 400:
+                raise InputError(f"cannot fetch {url!r}: HTTP {response.status_code}")
+            for chunk in response.iter_bytes(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except httpx.HTTPError as exc:
+        path.unlink(missing_ok=True)
+        raise InputError(f"cannot fetch {url!r}: {exc}") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest()
+
+
+def open_shard(
+    base: str,
+    entry: ShardEntry,
+    *,
+    headers: dict[str, str] | None,
+    verify: bool,
+    spool_dir: str | None = None,
+) -> OpenShard:
+    location = resolve_shard(base, entry.path)
+    temporary = None
+    if is_url(location):
+        temporary, digest = _download(location, headers, spool_dir)
+        path = temporary
+    else:
+        path = Path(location)
+        digest = _hash_local(path) if verify else entry.sha256
+    if verify and digest != entry.sha256:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise InputError(f"shard {location!r} does not match the manifest's sha256 (changed or truncated)")
+    return OpenShard(location, pq.ParquetFile(path), temporary)
+
+
+class Prefetcher:
+    """Opens shards in the order they will be needed, one ahead, in a background thread: the next
+    remote shard downloads while the current one is read."""
+
+    def __init__(self, opener: Callable[[int], OpenShard], order: list[int]) -> None:
+        self._opener, self._order = opener, order
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reweigh-prefetch")
+        self._next: Future[OpenShard] | None = None
+        self._position = 0
+
+    def __iter__(self) -> Prefetcher:
+        return self
+
+    def __next__(self) -> tuple[int, OpenShard]:
+        if self._position >= len(self._order):
+            raise StopIteration
+        current = self._next or self._pool.submit(self._opener, self._order[self._position])
+        shard = self._order[self._position]
+        self._position += 1
+        self._next = (
+            self._pool.submit(self._opener, self._order[self._position])
+            if self._position < len(self._order)
+            else None
+        )
+        return shard, current.result()
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            try:
+                if not self._next.cancelled():
+                    self._next.result().close()
+            except Exception:
+                pass  # it failed in the background; nobody is waiting for it any more
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,35 @@
+"""A finished job's pair diagnostics (corpus/diagnostics.py), read from its report.json."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter
+
+from corpus.report import REPORT_NAME
+from scoring.errors import JobStateError, NotFoundError
+from service.deps import RuntimeDep
+from service.schemas import error_responses
+
+router = APIRouter(prefix="/v1", tags=["diagnostics"])
+
+
+@router.get(
+    "/jobs/{job_id}/diagnostics",
+    summary="a finished job's pair diagnostics: rank correlations, regions, per-group shares, warnings",
+    responses=error_responses(
+        404, 409, 503, e404="no such job, or its report is gone", e409="the job has not succeeded (yet)"
+    ),
+)
+def get_diagnostics(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    job = runtime.store.get(job_id)
+    if job.state != "succeeded":
+        raise JobStateError(f"job {job_id} is {job.state}; its diagnostics exist once it has succeeded")
+    path = job.output / REPORT_NAME
+    if not path.is_file():
+        raise NotFoundError(f"the report of job {job_id} is gone from its output directory")
+    report = json.loads(path.read_text())
+    if "diagnostics" not in report:
+        raise NotFoundError(f"the report of job {job_id} predates pair diagnostics; rerun it with --overwrite")
+    return {"job_id": job_id, **report["diagnostics"]}

@@ -1,0 +1,73 @@
+"""The /ui dashboard and the export route on the fake engine (tests/service/test_dashboard.py loads
+the dashboard in a real headless Chromium against a live service)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import AUTH, KEY, write_jsonl
+from tests.service.test_jobs import wait_for
+
+
+def finished_job(client: TestClient, data_root: Path) -> dict:
+    src = write_jsonl(data_root / "in" / "a.jsonl", 30)
+    body = {"inputs": [str(src)], "output": str(data_root / "out"), "shard_rows": 7}
+    job = client.post("/v1/jobs", json=body, headers=AUTH).json()
+    return wait_for(client, job["id"], ("succeeded",))
+
+
+def test_dashboard_needs_the_key_and_shows_the_job(client: TestClient, data_root: Path) -> None:
+    job = finished_job(client, data_root)
+    assert client.get("/ui").status_code == 401
+    assert client.post("/ui/login", data={"key": "wrong"}).status_code == 401
+    page = client.get("/ui", headers=AUTH).text
+    assert job["id"] in page and "succeeded" in page
+    # The form keeps the key in an HttpOnly cookie limited to /ui.
+    login = client.post("/ui/login", data={"key": KEY}, follow_redirects=False)
+    assert login.status_code == 303
+    cookie = login.headers["set-cookie"]
+    assert (
+        "HttpOnly" in cookie
+        and "Path=/ui" in cookie
+        and "SameSite=strict" in cookie.replace("Strict", "strict")
+    )
+    detail = client.get(f"/ui/jobs/{job['id']}", cookies={"reweigh_key": KEY}).text
+    assert "score_histogram.png" in detail and "no pair diagnostics" in detail
+    assert (
+        client.get(f"/v1/jobs/{job['id']}", cookies={"reweigh_key": KEY}).status_code == 401
+    )  # /v1: header only
+    plot = client.get(f"/ui/jobs/{job['id']}/plots/score_histogram.png", headers=AUTH)
+    assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
+    assert client.get(f"/ui/jobs/{job['id']}/plots/..%2Fmanifest.json", headers=AUTH).status_code == 404
+
+
+def test_dashboard_shows_pair_diagnostics_when_the_report_has_them(
+    client: TestClient, data_root: Path
+) -> None:
+    job = finished_job(client, data_root)
+    report = data_root / "out" / "report.json"
+    report.write_text(
+        json.dumps(
+            {**json.loads(report.read_text()), "pair_diagnostics": {"spearman_teacher_reference": 0.42}}
+        )
+    )
+    detail = client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
+    assert "spearman_teacher_reference" in detail and "0.42" in detail
+
+
+def test_export_route(client: TestClient, data_root: Path) -> None:
+    job = finished_job(client, data_root)
+    url = f"/v1/jobs/{job['id']}/exports"
+    assert client.post(url, json={"format": "mds"}).status_code == 401
+    made = client.post(url, json={"format": "mds"}, headers=AUTH)
+    assert made.status_code == 201, made.text
+    record = made.json()
+    assert record["export"] == "mds" and Path(record["directory"]) == data_root / "out" / "exports" / "mds"
+    assert sum(g["documents"] for g in record["groups"]) == record["manifest"]["documents_out"]
+    assert client.post(url, json={"format": "mds"}, headers=AUTH).status_code == 409
+    assert client.post(url, json={"format": "mds", "mds_shard_bytes": 5}, headers=AUTH).status_code == 422
+    assert [e["export"] for e in client.get(url, headers=AUTH).json()] == ["mds"]
+    assert "mds export" in client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
