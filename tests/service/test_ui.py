@@ -35,7 +35,7 @@ def test_dashboard_needs_the_key_and_shows_the_job(client: TestClient, data_root
         and "SameSite=strict" in cookie.replace("Strict", "strict")
     )
     detail = client.get(f"/ui/jobs/{job['id']}", cookies={"reweigh_key": KEY}).text
-    assert "score_histogram.png" in detail and "no pair diagnostics" in detail
+    assert "score_histogram.png" in detail and 'id="diagnostics"' in detail  # every report now carries them
     assert (
         client.get(f"/v1/jobs/{job['id']}", cookies={"reweigh_key": KEY}).status_code == 401
     )  # /v1: header only
