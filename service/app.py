@@ -56,6 +56,10 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Off the event loop: loading can take minutes, and /healthz should not stall meanwhile.
         engine = await asyncio.to_thread(engine_factory, settings)
+        if settings.proxy is not None:
+            from scoring.proxy import ProxyScorer
+
+            app.state.proxy = await asyncio.to_thread(ProxyScorer.load, settings.proxy)
         worker = EngineWorker(
             engine,
             metrics,
@@ -82,6 +86,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
             yield
         finally:
             app.state.runtime = None
+            app.state.proxy = None
             metrics.watch_jobs(None)
             # The job first (it stops at its next chunk and stays resumable), then the engine.
             await asyncio.to_thread(runner.stop)
@@ -112,6 +117,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = None
+    app.state.proxy = None
     install_error_handlers(app)
 
     # Every /v1 route needs a key (when keys are configured); probes and metrics do not.

@@ -46,12 +46,12 @@ def sigterm_raises() -> Iterator[None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service.commands import demo, export, rewrite, score, serve
+    from service.commands import demo, distill, export, rewrite, score, serve
 
     parser = argparse.ArgumentParser(prog="reweigh", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (score, rewrite, export, serve, demo):
+    for module in (score, rewrite, distill, export, serve, demo):
         module.add_parser(sub)
     return parser
 

@@ -54,6 +54,8 @@ class Settings(BaseSettings, EngineConfig):
     score_cache: Path | None = Field(
         default=None, description="SQLite score cache shared by requests and jobs"
     )
+    # A proxy directory (`reweigh distill`): POST /v1/scores?scorer=proxy answers from it.
+    proxy: Path | None = Field(default=None, description="proxy scorer directory, served by ?scorer=proxy")
 
     # Jobs read and write only below these directories. Relative job paths resolve against the first.
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)

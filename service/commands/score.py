@@ -7,6 +7,7 @@ files in a scratch directory beside the output; the output is then those chunks'
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -79,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
         shards = scored_shards(executor.run(work, step, progress=on_progress))
         documents = 0
-        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd", write_statistics=False) as writer:
+        # The pair's fingerprint travels with the scores (`reweigh distill` records what it learnt from).
+        fingerprint = executor.scorer(spec).fingerprint.as_dict()
+        schema = SCHEMA.with_metadata({b"reweigh.fingerprint": json.dumps(fingerprint, sort_keys=True)})
+        with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=False) as writer:
             for index, shard in sorted(shards.items()):
                 for chunk in range(shard.chunks):
                     table = read_chunk_scores(scores_dir(work, index, inputs[index]), chunk, SCHEMA.names)
-                    writer.write_table(table.cast(SCHEMA))
+                    writer.write_table(table.cast(schema))
                     documents += len(table)
         os.replace(tmp, output)  # only a complete file ever carries the output name
         stats = getattr(executor.scorer(spec), "stats", None)

@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="directory jobs may read and write (repeatable; REWEIGH_DATA_ROOTS)",
     )
     p.add_argument("--jobs-db", default=None, metavar="PATH", help="SQLite job store (REWEIGH_JOBS_DB)")
+    p.add_argument("--proxy", default=None, metavar="DIR",
+                   help="proxy directory (reweigh distill) served by POST /v1/scores?scorer=proxy (REWEIGH_PROXY)")
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     p.add_argument(
@@ -49,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Options given on the command line; the others are left to the environment, .env and defaults."""
     given: dict[str, Any] = model_kwargs(args, ENGINE_FIELDS)
-    for name in ("teacher", "reference", "data_roots", "jobs_db", "host", "port", "environment", "job_executor"):
+    for name in ("teacher", "reference", "data_roots", "jobs_db", "proxy", "host", "port", "environment", "job_executor"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value

@@ -1,10 +1,16 @@
-"""POST /v1/scores: documents in, difference scores out (micro-batched with concurrent requests)."""
+"""POST /v1/scores: documents in, difference scores out (micro-batched with concurrent requests).
 
-from typing import Annotated
+`?scorer=proxy` answers from the proxy the service was started with (REWEIGH_PROXY): no LM runs,
+so it is computed in a worker thread at once rather than queued behind the pair's batches.
+"""
 
-from fastapi import APIRouter, Request
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from scoring.errors import ConfigError, RequestTimeoutError
 from service.deps import RuntimeDep
 from service.fields import CleanStr
 from service.schemas import DocumentId, DocumentScore, ScoreResponse, error_responses
@@ -33,11 +39,24 @@ def build_router(settings: Settings) -> APIRouter:
         request: Request,
         runtime: RuntimeDep,
         settings: SettingsDep,
+        scorer: Annotated[
+            Literal["pair", "proxy"], Query(description="pair: the teacher/reference pair; proxy: the distilled proxy")
+        ] = "pair",
     ) -> ScoreResponse:
         texts = [d.text for d in body.documents]
-        # A client that disconnects abandons its queued work, as a timeout does.
-        results = await runtime.worker.score(texts, settings.request_timeout_s, request.is_disconnected)
-        fingerprint = runtime.engine.fingerprint
+        if scorer == "proxy":
+            proxy = request.app.state.proxy
+            if proxy is None:
+                raise ConfigError("scorer=proxy: this service was started without a proxy (REWEIGH_PROXY / --proxy)")
+            try:
+                results = await asyncio.wait_for(asyncio.to_thread(proxy.score, texts), settings.request_timeout_s)
+            except TimeoutError:
+                raise RequestTimeoutError(f"the proxy did not answer within {settings.request_timeout_s} s") from None
+            fingerprint = proxy.fingerprint
+        else:
+            # A client that disconnects abandons its queued work, as a timeout does.
+            results = await runtime.worker.score(texts, settings.request_timeout_s, request.is_disconnected)
+            fingerprint = runtime.engine.fingerprint
         return ScoreResponse(
             fingerprint={**fingerprint.as_dict(), "digest": fingerprint.digest},
             documents=[

@@ -1,0 +1,258 @@
+"""The proxy and the cascade against the pair they stand in for, on the embedded corpus.
+
+    .venv/bin/python bench/proxy.py                          # the demo pair under $REWEIGH_HOME (built by `reweigh demo`)
+    .venv/bin/python bench/proxy.py --teacher T --reference R --corpus a.jsonl.zst ...
+    .venv/bin/python bench/proxy.py --synthetic --docs 200   # tiny random pair: checks the plumbing only
+
+1. Documents (the committed 1,200, plus the full corpus's when it is built and --full is given, plus
+   --noise-per-kind noisy documents of each kind in embedded/noise.py) are cut to their first
+   --max-tokens tokens, so that the pair can score all of them on a CPU.
+2. The pair scores them (resumable: a SQLite score cache and the timing live in --work); the
+   pair's documents/s is measured on the documents it computed.
+3. `distill` trains the proxy (measured training time) and prints its held-out agreement report.
+4. The proxy's documents/s on the same texts (best of 3) against the pair's.
+5. The cascade (the real CascadeScorer, the pair answering from its score cache) on the held-out
+   documents: share sent to the pair, top-alpha agreement with pair-only selection.
+
+Prints every figure with the CPU model and flags, and writes them to bench/results/proxy.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
+import json
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from corpus.readers import read_documents
+from embedded.noise import NOISE_KINDS, make_noise
+from scoring import EngineConfig, ScoringEngine
+from scoring.models import cpu_has_native_bf16
+from scoring.proxy import CascadeScorer, DistillConfig, ProxyScorer, Sample, distill
+from scoring.proxy.agreement import top_mask, top_overlap
+from scoring.proxy.train import format_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_description() -> str:
+    model = platform.processor() or "unknown CPU"
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "unknown CPU", "x86_64"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, flags {'+'.join(wanted) or 'none'}, native bf16: {cpu_has_native_bf16()}"
+
+
+def load_texts(
+    files: list[Path], tokenizer: Any, max_tokens: int, limit: int | None, noise_per_kind: int
+) -> tuple[list[str], list[str]]:
+    rows = [
+        (doc.text, str(doc.fields.get("source", path.name)))
+        for path in files
+        for doc in read_documents(path)
+        if doc.text is not None and doc.text.strip()
+    ]
+    # Seeded shuffle: the files are grouped by source, and --docs (or a run cut short) must still
+    # see a fair mix.
+    rng = random.Random(0)
+    rng.shuffle(rows)
+    # Noise as web corpora have it (embedded/noise.py), made from clean documents: the noisy region
+    # of MiniPLM's picture, which the pair drops and the proxy must drop too.
+    noisy = [
+        (make_noise(kind, rows[k * noise_per_kind + j][0], rows[-1 - j][0], rng), f"noise: {kind}")
+        for k, kind in enumerate(NOISE_KINDS)
+        for j in range(noise_per_kind)
+    ]
+    rows = rows + noisy
+    rng.shuffle(rows)
+    rows = rows[:limit]
+    texts, sources = [t for t, _ in rows], [s for _, s in rows]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    # decode(encode(text)[:k]) is a prefix of the text (byte-level BPE round-trips).
+    return [tokenizer.decode(x[:max_tokens]) for x in ids], sources
+
+
+def score_with_pair(
+    engine: ScoringEngine, texts: list[str], work: Path, chunk: int, budget_s: float | None
+) -> tuple[list[Any], dict[str, float]]:
+    """Scores the texts in order (cache hits for those scored before) until done or `budget_s` of
+    new work is spent; accumulates the timing of real work. Returns the scores of a prefix."""
+    timing_path = work / f"pair-timing-{engine.fingerprint.digest[:16]}.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"documents": 0, "tokens": 0, "seconds": 0.0}
+    results: list[Any] = []
+    started = time.perf_counter()
+    for start in range(0, len(texts), chunk):
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            print(f"  pair: time budget spent, {start} of {len(texts)} documents scored", flush=True)
+            break
+        before = (engine.stats.scored_documents, engine.stats.tokens)
+        t0 = time.perf_counter()
+        results.extend(engine.score(texts[start : start + chunk]))
+        computed = engine.stats.scored_documents - before[0]
+        if computed:
+            timing["documents"] += computed
+            timing["tokens"] += engine.stats.tokens - before[1]
+            timing["seconds"] += time.perf_counter() - t0
+            timing_path.write_text(json.dumps(timing))
+            print(f"  pair: {start + chunk}/{len(texts)} documents, {timing['documents'] / timing['seconds']:.2f} docs/s", flush=True)
+    return results, timing
+
+
+def demo_pair() -> tuple[Path, Path]:
+    from embedded import paths
+
+    teacher, reference = paths.teacher_dir(), paths.reference_dir()
+    missing = [str(p) for p in (teacher, reference) if not (p / "config.json").is_file()]
+    if missing:
+        raise SystemExit(f"demo pair not built ({', '.join(missing)}): run `reweigh demo --no-serve` first, or pass --teacher/--reference")
+    return teacher, reference
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher")
+    parser.add_argument("--reference")
+    parser.add_argument("--synthetic", action="store_true", help="tiny random-weight pair (plumbing check only)")
+    parser.add_argument("--corpus", nargs="*", type=Path, default=None, help="default: the committed demo corpus")
+    parser.add_argument("--full", action="store_true", help="add the full corpus's documents when it is built")
+    parser.add_argument("--docs", type=int, default=None, help="at most this many documents")
+    parser.add_argument("--max-tokens", type=int, default=256, help="each document cut to its first N tokens")
+    parser.add_argument("--noise-per-kind", type=int, default=30, help="noisy documents added per noise kind")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--chunk", type=int, default=32, help="documents per pair call (the resume granularity)")
+    parser.add_argument("--pair-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop giving the pair new documents after this long; use those scored (a loaded machine)")
+    parser.add_argument("--holdout", type=float, default=0.25)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--band", type=float, nargs="+", default=[0.2, 0.3])
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".proxy-work", help="score cache, timing, proxy")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "proxy.md")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.synthetic:
+        from scoring.synthetic import build_tokenizer, save_random_llama
+
+        tok = build_tokenizer()
+        teacher = save_random_llama(args.work / "synthetic" / "teacher", tok, hidden_size=64, num_layers=2, seed=1)
+        reference = save_random_llama(args.work / "synthetic" / "reference", tok, hidden_size=32, num_layers=1, num_heads=2, seed=2)
+    elif args.teacher and args.reference:
+        teacher, reference = Path(args.teacher), Path(args.reference)
+    else:
+        teacher, reference = demo_pair()
+    files = args.corpus
+    if not files:
+        from embedded.corpus import full_corpus_files, subset_files
+
+        files = subset_files()[0]
+        built = full_corpus_files()
+        if args.full and built is not None:
+            files = files + built[0]
+    config = EngineConfig(dtype="float32", device="cpu", num_threads=args.threads)
+    engine = ScoringEngine.from_pretrained(teacher, reference, config, cache=args.work / "pair-scores.sqlite")
+    texts, sources = load_texts(files, engine.tokenizer, args.max_tokens, args.docs, args.noise_per_kind)
+    print(f"machine: {cpu_description()}; torch threads {torch.get_num_threads()}")
+    print(f"{len(texts)} documents from {', '.join(p.name for p in files)}, each cut to {args.max_tokens} tokens")
+
+    scored, timing = score_with_pair(engine, texts, args.work, args.chunk, args.pair_budget)
+    texts, sources = texts[: len(scored)], sources[: len(scored)]
+    pair_dps = timing["documents"] / timing["seconds"] if timing["seconds"] else float("nan")
+    print(f"pair: {pair_dps:.2f} documents/s ({timing['tokens'] / max(timing['seconds'], 1e-9):,.0f} tokens/s) "
+          f"measured on {timing['documents']} documents it computed")
+
+    sample = Sample(
+        texts,
+        np.array([s.score if s.ok else np.nan for s in scored]),
+        np.array([s.teacher_logprob if s.ok else np.nan for s in scored]),
+        [s.status for s in scored],
+    )
+    proxy_dir = args.work / "proxy"
+    result = distill(sample, engine.tokenizer, proxy_dir, DistillConfig(holdout=args.holdout),
+                     pair_fingerprint=engine.fingerprint.as_dict())
+    print(format_report(result.report))
+
+    proxy = ProxyScorer.load(proxy_dir)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        proxy.score(texts)
+        best = min(best, time.perf_counter() - t0)
+    proxy_dps = len(texts) / best
+    print(f"proxy: {proxy_dps:,.0f} documents/s on all {len(texts)} documents (best of 3) = {proxy_dps / pair_dps:,.0f}x the pair")
+
+    held = result.heldout
+    held_texts = [texts[i] for i in held]
+    pair_held = sample.score[held]
+    cascade_rows = []
+    for band in args.band:
+        cascade = CascadeScorer(proxy, engine, alpha=args.alpha, band=band)
+        mixed = np.array([r.score for r in cascade.score(held_texts)])
+        agreement = top_overlap(mixed, pair_held, args.alpha)
+        cascade_rows.append((band, cascade.stats.pair_share, agreement))
+        print(f"cascade alpha {args.alpha} band {band}: {cascade.stats.pair_share:.1%} of {len(held)} held-out documents "
+              f"sent to the pair, top-{args.alpha:.0%} agreement with pair-only {agreement:.1%}")
+
+    r = result.report
+    per_source = {}
+    proxy_held = np.array([s.score for s in proxy.score(held_texts)])
+    kept_pair, kept_proxy = top_mask(pair_held, args.alpha), top_mask(proxy_held, args.alpha)
+    for src in sorted({sources[i] for i in held}):
+        m = np.array([sources[i] == src for i in held])
+        per_source[src] = (int(m.sum()), int(kept_pair[m].sum()), int(kept_proxy[m].sum()))
+    write_results(args, timing, pair_dps, proxy_dps, r, cascade_rows, per_source, len(texts))
+
+
+def write_results(args: argparse.Namespace, timing: dict[str, float], pair_dps: float, proxy_dps: float,
+                  r: dict[str, Any], cascade_rows: list[tuple[float, float, float]],
+                  per_source: dict[str, tuple[int, int, int]], n_docs: int) -> None:
+    lines = [
+        "# Proxy and cascade vs the pair (`bench/proxy.py`)",
+        "",
+        f"Machine: {cpu_description()}; torch threads {torch.get_num_threads()}. "
+        f"{time.strftime('%Y-%m-%d')}. Figures taken on a shared, loaded machine *(loaded)*.",
+        f"Pair: teacher {args.teacher or 'demo'}, reference {args.reference or 'demo'}.",
+        f"{n_docs} documents, each cut to {args.max_tokens} tokens; {r['training']['heldout_documents']} held out.",
+        "",
+        "| | figure |",
+        "|---|---|",
+        f"| proxy | {r['chosen']['family']} features, ridge alpha {r['chosen']['ridge_alpha']:g} (best out-of-fold of {len(r['candidates'])} candidates) |",
+        f"| proxy training time (incl. model choice) | {r['train_seconds']:.1f} s |",
+        f"| pair documents/s | {pair_dps:.2f} (measured on {timing['documents']} documents) |",
+        f"| proxy documents/s | {proxy_dps:,.0f} = **{proxy_dps / pair_dps:,.0f}x** the pair |",
+        f"| held-out Spearman | {r['spearman']:.3f} |",
+        "| held-out top-alpha overlap | " + ", ".join(f"{a}: {v:.1%}" for a, v in r["top_overlap"].items()) + " |",
+        "| MiniPLM regions at 0.5 (recall) | " + ", ".join(f"{k} {v['recall']:.1%} (n={v['documents']})" for k, v in r["regions_at_0.5"].items()) + " |",
+    ]
+    for band, share, agreement in cascade_rows:
+        lines.append(f"| cascade alpha {args.alpha} band {band} | {share:.1%} sent to the pair, top-{args.alpha:.0%} agreement **{agreement:.1%}** |")
+    lines += ["", f"Kept at top-{args.alpha:.0%} on the held-out split, per source (documents, by the pair, by the proxy):", ""]
+    lines += [f"- {src}: {n} documents, pair keeps {a}, proxy keeps {b}" for src, (n, a, b) in per_source.items()]
+    lines += ["", "Cascade on the held-out split at every band (from `reweigh distill`'s report): alpha, band -> sent, agreement", ""]
+    lines += [f"- {c['alpha']} {c['band']}: {c['sent_to_pair']:.1%}, {c['top_overlap']:.1%}" for c in r["cascade"]]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text("\n".join(lines) + "\n")
+    print(f"written to {args.results}")
+
+
+if __name__ == "__main__":
+    main()

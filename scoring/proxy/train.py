@@ -1,0 +1,275 @@
+"""Distil a pair's difference scores into a proxy: split, choose by measurement, fit, calibrate, report.
+
+1. Documents the pair scored "ok" are used; exact duplicate texts count once (a copy on both sides
+   of the split would flatter the held-out figures). What is left out is counted by reason.
+2. Each document's side is decided by a seeded hash of its content: `holdout` of them are held out
+   for the report and never fitted on; the rest is cut into `folds` the same way.
+3. Every candidate (feature family x ridge penalty) is fitted fold by fold; the one whose
+   out-of-fold predictions rank like the pair best (Spearman) wins. The table is kept in the card.
+4. The winner is refitted on the whole training side. Its out-of-fold predictions give the
+   calibration (quantile map onto the pair's scores) and the score distribution the cascade's band
+   is read from: both come from documents the fitted model had not seen, like those it will score.
+5. The held-out report: agreement with the pair, the cascade's share sent to the pair and its
+   agreement at a few bands, and documents/s of the finished scorer on this machine.
+
+Everything is deterministic: the split is by hash, scikit-learn's `lsqr` ridge solver has no
+randomness, and the files are written in a fixed order and format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, model_validator
+from sklearn.linear_model import Ridge
+from transformers import PreTrainedTokenizerBase
+
+from scoring.errors import ConfigError, InputError
+from scoring.fingerprint import tokenizer_sha256
+from scoring.proxy.agreement import ALPHAS, agreement_report, cascade_scores, top_overlap
+from scoring.proxy.features import FAMILIES, Family, build_features
+from scoring.proxy.model import AGREEMENT_NAME, Calibration, ProxyModel, ProxyScorer
+from scoring.strict import StrictModel
+from scoring.types import content_hash
+
+log = logging.getLogger(__name__)
+
+BANDS = (0.1, 0.2, 0.3, 0.4)
+QUANTILE_LEVELS = 1001
+
+
+class DistillConfig(StrictModel):
+    holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
+    folds: int = Field(default=3, ge=2, le=10)
+    seed: int = 0
+    families: tuple[Family, ...] = FAMILIES
+    ridge_alphas: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
+    hash_bits: int = Field(default=20, ge=8, le=26)
+    min_documents: int = Field(default=20, ge=4)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillConfig:
+        if not self.families or not self.ridge_alphas:
+            raise ConfigError("families and ridge_alphas must each name at least one candidate")
+        if any(a <= 0 for a in self.ridge_alphas):
+            raise ConfigError(f"ridge_alphas={self.ridge_alphas} must be positive")
+        return self
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The pair's scored sample: one entry per document, in a fixed order."""
+
+    texts: list[str]
+    score: npt.NDArray[np.float64]
+    teacher_logprob: npt.NDArray[np.float64]
+    status: list[str]
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    model: ProxyModel
+    report: dict[str, Any]
+    heldout: list[int]  # indices into the sample of the documents held out (for further checks)
+
+
+def _unit_interval(seed: int, salt: str, hashes: Sequence[str]) -> npt.NDArray[np.float64]:
+    """A seeded uniform number in [0, 1) per document, from its content (order-independent)."""
+    out = np.empty(len(hashes), dtype=np.float64)
+    for i, h in enumerate(hashes):
+        digest = hashlib.sha256(f"{seed}:{salt}:{h}".encode()).digest()
+        out[i] = int.from_bytes(digest[:8], "big") / 2.0**64
+    return out
+
+
+def _usable(sample: Sample) -> tuple[npt.NDArray[np.int64], list[str], dict[str, int]]:
+    """Indices of documents to learn from, their content hashes, and what was left out by reason."""
+    left_out: Counter[str] = Counter()
+    seen: set[str] = set()
+    keep, hashes = [], []
+    for i, (text, status) in enumerate(zip(sample.texts, sample.status, strict=True)):
+        if status != "ok" or not np.isfinite(sample.score[i]) or not np.isfinite(sample.teacher_logprob[i]):
+            left_out["not scored by the pair: " + status.split(":", 1)[0]] += 1
+            continue
+        h = content_hash(text)
+        if h in seen:
+            left_out["duplicate text"] += 1
+            continue
+        seen.add(h)
+        keep.append(i)
+        hashes.append(h)
+    return np.asarray(keep, dtype=np.int64), hashes, dict(sorted(left_out.items()))
+
+
+def _fit(features: Any, target: npt.NDArray[np.float64], alpha: float) -> tuple[npt.NDArray[np.float64], float]:
+    """Ridge on the columns that occur (hashed spaces are mostly empty, and the solver's cost grows
+    with the column count); the others keep a zero coefficient."""
+    used = np.unique(features.indices)
+    model = Ridge(alpha=alpha, solver="lsqr", tol=1e-6, max_iter=5000)
+    model.fit(features[:, used], target)
+    coef = np.zeros(features.shape[1], dtype=np.float64)
+    coef[used] = model.coef_
+    return coef, float(model.intercept_)
+
+
+def distill(
+    sample: Sample,
+    tokenizer: PreTrainedTokenizerBase,
+    out: Path,
+    config: DistillConfig | None = None,
+    pair_fingerprint: dict[str, Any] | None = None,
+) -> DistillResult:
+    """Trains a proxy on `sample` and publishes it as the directory `out` (written aside, then renamed)."""
+    config = config or DistillConfig()
+    started = time.perf_counter()
+    idx, hashes, left_out = _usable(sample)
+    if len(idx) < config.min_documents:
+        raise InputError(
+            f"{len(idx)} usable documents (left out: {left_out or 'none'}); distilling needs at least {config.min_documents}"
+        )
+    texts = [sample.texts[i] for i in idx]
+    target = sample.score[idx]
+    teacher = sample.teacher_logprob[idx]
+    held = _unit_interval(config.seed, "holdout", hashes) < config.holdout
+    fold = np.minimum((_unit_interval(config.seed, "fold", hashes) * config.folds).astype(np.int64), config.folds - 1)
+    train, test = np.flatnonzero(~held), np.flatnonzero(held)
+    if len(test) < 2 or len(train) < config.folds * 2:
+        raise InputError(f"split of {len(idx)} documents left {len(train)} to train and {len(test)} held out: too few")
+    ids_per_doc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    vocab_size = len(tokenizer)
+
+    # 3. Candidates, measured out of fold on the training side only.
+    candidates: list[dict[str, Any]] = []
+    best: tuple[float, Family, float, npt.NDArray[np.float64]] | None = None
+    for family in config.families:
+        features = build_features(family, texts, ids_per_doc, vocab_size, config.hash_bits)
+        train_x, train_y, train_fold = features[train], target[train], fold[train]
+        for alpha in config.ridge_alphas:
+            oof = np.empty(len(train), dtype=np.float64)
+            for k in range(config.folds):
+                inside = train_fold == k
+                coef, intercept = _fit(train_x[~inside], train_y[~inside], alpha)
+                oof[inside] = np.asarray(train_x[inside] @ coef) + intercept
+            rho = agreement_report(oof, train_y, teacher[train], alphas=(0.5,))
+            candidates.append({"family": family, "ridge_alpha": alpha, "oof_spearman": rho["spearman"],
+                               "oof_top_0.5": rho["top_overlap"]["0.5"]})
+            log.info("candidate %s alpha=%g: out-of-fold spearman %.4f", family, alpha, rho["spearman"])
+            if best is None or rho["spearman"] > best[0]:
+                best = (rho["spearman"], family, alpha, oof)
+    assert best is not None
+    _, family, alpha, oof = best
+
+    # 4. The winner on the whole training side; calibration and band distribution from its out-of-fold scores.
+    features = build_features(family, texts, ids_per_doc, vocab_size, config.hash_bits)
+    coef, intercept = _fit(features[train], target[train], alpha)
+    calibration = Calibration.fit(oof, target[train])
+    oof_calibrated = calibration(oof)
+    levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
+    train_seconds = time.perf_counter() - started
+    training: dict[str, Any] = {
+        "pair": pair_fingerprint,
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "documents": len(idx),
+        "train_documents": len(train),
+        "heldout_documents": len(test),
+        "left_out": left_out,
+        "seed": config.seed,
+        "config": config.model_dump(mode="json"),
+    }
+    card = {"training": training, "chosen": {"family": family, "ridge_alpha": alpha}, "candidates": candidates}
+    model = ProxyModel(
+        family=family,
+        vocab_size=vocab_size,
+        hash_bits=config.hash_bits,
+        coef=coef,
+        intercept=intercept,
+        calibration=calibration,
+        score_quantiles=tuple(np.quantile(oof_calibrated, levels).tolist()),
+        card=card,
+    )
+
+    # Publish: write aside, load back the scorer exactly as users will, measure, then rename.
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp, tokenizer)
+    scorer = ProxyScorer.load(tmp)
+    test_texts = [texts[i] for i in test]
+    t0 = time.perf_counter()
+    proxy_scores = np.asarray([s.score for s in scorer.score(test_texts)], dtype=np.float64)
+    seconds = time.perf_counter() - t0
+    report = heldout_report(model, proxy_scores, target[test], teacher[test])
+    report["documents_per_second"] = len(test) / seconds if seconds else 0.0
+    report["train_seconds"] = train_seconds
+    report["chosen"] = card["chosen"]
+    report["candidates"] = candidates
+    report["training"] = {k: v for k, v in training.items() if k != "config"}
+    # agreement.json varies run to run (timings): the fingerprint leaves it out.
+    (tmp / AGREEMENT_NAME).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return DistillResult(model, report, idx[test].tolist())
+
+
+def band_limits(model: ProxyModel, alpha: float, band: float) -> tuple[float, float]:
+    """Proxy-score interval holding the share `band` of documents around the top-alpha threshold,
+    by the proxy's out-of-fold distribution: [Q(1-alpha-band/2), Q(1-alpha+band/2)]."""
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha={alpha} must be in (0, 1) for a cascade (1 keeps everything: no threshold)")
+    if not 0.0 <= band <= 1.0:
+        raise ConfigError(f"band={band} must be in [0, 1] (the share of documents sent to the pair)")
+    centre = 1.0 - alpha
+    low = -np.inf if centre - band / 2 <= 0.0 else model.quantile(centre - band / 2)
+    high = np.inf if centre + band / 2 >= 1.0 else model.quantile(centre + band / 2)
+    return float(low), float(high)
+
+
+def heldout_report(
+    model: ProxyModel, proxy: npt.NDArray[np.float64], pair: npt.NDArray[np.float64], teacher: npt.NDArray[np.float64]
+) -> dict[str, Any]:
+    report = agreement_report(proxy, pair, teacher)
+    cascade: list[dict[str, Any]] = []
+    for alpha in ALPHAS:
+        for band in BANDS:
+            low, high = band_limits(model, alpha, band)
+            mixed, in_band = cascade_scores(proxy, pair, low, high)
+            cascade.append({
+                "alpha": alpha,
+                "band": band,
+                "sent_to_pair": float(in_band.mean()),
+                "top_overlap": top_overlap(mixed, pair, alpha),
+            })
+    report["cascade"] = cascade
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The agreement report as printed by `reweigh distill`."""
+    t = report["training"]
+    lines = [
+        f"proxy: {report['chosen']['family']} features, ridge alpha {report['chosen']['ridge_alpha']:g}; "
+        f"trained on {t['train_documents']} documents, {t['heldout_documents']} held out "
+        f"(left out: {t['left_out'] or 'none'}), in {report['train_seconds']:.1f} s",
+        f"held-out agreement with the pair ({report['documents']} documents):",
+        f"  spearman {report['spearman']:.4f}",
+        "  top-alpha overlap " + ", ".join(f"{a}: {v:.1%}" for a, v in report["top_overlap"].items()),
+        "  MiniPLM regions at alpha 0.5 (share the proxy treats as the pair does): "
+        + ", ".join(f"{name} {r['recall']:.1%} of {r['documents']}" for name, r in report["regions_at_0.5"].items()),
+        f"  speed: {report['documents_per_second']:,.0f} documents/s on this machine",
+        "cascade on the held-out split (pair run only inside the band): alpha band -> sent to pair, top-alpha agreement",
+    ]
+    for row in report["cascade"]:
+        lines.append(f"  {row['alpha']:.1f} {row['band']:.1f} -> {row['sent_to_pair']:6.1%}, {row['top_overlap']:6.1%}")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""The cascade: per-document deterministic, the pair's numbers wherever the pair ran, the band's share sent."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from scoring import EngineConfig, ScoringEngine
+from scoring.config import PairSpec
+from scoring.errors import ConfigError
+from scoring.proxy import CascadeScorer, CascadeSpec, ProxyScorer, ProxySpec, Sample, distill
+from scoring.proxy.agreement import top_overlap
+from scoring.types import DocScore
+from tests.scoring.test_proxy import CONFIG, zebra_sample
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    digest: str = "f" * 64
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest}
+
+
+class ZebraPair:
+    """A stand-in pair: the zebra score plus a text-seeded wobble; records what it was asked."""
+
+    fingerprint = _Fingerprint()
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def score(self, texts: Sequence[str], progress: Any = None) -> list[DocScore]:
+        self.asked.extend(texts)
+        out = []
+        for t in texts:
+            words = t.split()
+            wobble = int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "big") / 2**32 - 0.5
+            score = 3.0 * words.count("zebra") / len(words) + 0.2 * wobble
+            out.append(DocScore.from_logprobs(len(words), -2.0 + score, -2.0))
+        return out
+
+
+@pytest.fixture(scope="module")
+def zebra_cascade_proxy(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> tuple[Path, list[str]]:
+    pair = ZebraPair()
+    sample = zebra_sample(300, seed=1)
+    scored = pair.score(sample.texts)
+    out = tmp_path_factory.mktemp("cascade") / "proxy"
+    distill(
+        Sample(sample.texts, np.array([s.score for s in scored]), np.full(300, -2.0), ["ok"] * 300),
+        tiny_tokenizer, out, CONFIG,
+    )
+    return out, zebra_sample(200, seed=2).texts  # fresh documents to run the cascade on
+
+
+def test_pair_runs_only_in_the_band_and_its_numbers_are_kept(zebra_cascade_proxy) -> None:
+    proxy_dir, texts = zebra_cascade_proxy
+    pair = ZebraPair()
+    cascade = CascadeScorer(ProxyScorer.load(proxy_dir), pair, alpha=0.5, band=0.3)
+    results = cascade.score(texts)
+    pair_only = ZebraPair().score(texts)
+    ran = [i for i, r in enumerate(results) if r.teacher_logprob is not None]
+    assert sorted(pair.asked) == sorted(texts[i] for i in ran)
+    for i in ran:
+        assert results[i] == pair_only[i]
+    for i, r in enumerate(results):
+        if i not in ran:
+            assert r.ok and r.reference_logprob is None and not cascade.low <= r.score <= cascade.high
+    # The band holds ~30% of the proxy's out-of-fold scores: fresh documents land near that.
+    assert 0.15 <= cascade.stats.pair_share <= 0.45
+    assert cascade.stats.pair_documents == len(ran)
+    agreement = top_overlap([r.score for r in results], [r.score for r in pair_only], 0.5)
+    proxy_alone = top_overlap([r.score for r in ProxyScorer.load(proxy_dir).score(texts)],
+                              [r.score for r in pair_only], 0.5)
+    assert agreement >= proxy_alone and agreement >= 0.9
+
+
+def test_byte_identical_on_rerun_and_across_chunkings(zebra_cascade_proxy) -> None:
+    proxy_dir, texts = zebra_cascade_proxy
+    spec = CascadeSpec(ProxySpec(str(proxy_dir)), _ZebraSpec(), alpha=0.3, band=0.2)
+    whole = spec.build().score(texts)
+    again = spec.build()
+    chunked = [r for start in range(0, len(texts), 7) for r in again.score(texts[start : start + 7])]
+    assert repr(whole) == repr(chunked)
+    assert spec.build().fingerprint.digest == again.fingerprint.digest
+    body = again.fingerprint.as_dict()
+    assert body["scorer"] == "cascade" and body["alpha"] == 0.3 and body["pair"] == {"digest": "f" * 64}
+
+
+def test_band_edges(zebra_cascade_proxy) -> None:
+    proxy_dir, texts = zebra_cascade_proxy
+    none = CascadeScorer(ProxyScorer.load(proxy_dir), ZebraPair(), alpha=0.5, band=0.0)
+    everything = CascadeScorer(ProxyScorer.load(proxy_dir), ZebraPair(), alpha=0.5, band=1.0)
+    none.score(texts)
+    everything.score(texts)
+    assert none.stats.pair_share < 0.05 and everything.stats.pair_share == 1.0
+    with pytest.raises(ConfigError, match="alpha=1"):
+        CascadeScorer(ProxyScorer.load(proxy_dir), ZebraPair(), alpha=1.0, band=0.3)
+    with pytest.raises(ConfigError, match=r"band=1\.5"):
+        CascadeSpec(ProxySpec(str(proxy_dir)), _ZebraSpec(), alpha=0.5, band=1.5)
+
+
+@dataclass(frozen=True)
+class _ZebraSpec:
+    def build(self) -> ZebraPair:
+        return ZebraPair()
+
+
+@pytest.mark.slow
+def test_with_a_real_pair_matches_pair_only_where_the_pair_ran(tiny_pair, tmp_path: Path, tiny_tokenizer) -> None:
+    teacher, reference = tiny_pair
+    config = EngineConfig(dtype="float32", device="cpu", num_threads=1)
+    engine = ScoringEngine.from_pretrained(teacher, reference, config)
+    train = zebra_sample(120, seed=3).texts
+    scored = engine.score(train)
+    distill(
+        Sample(train, np.array([s.score for s in scored]), np.array([s.teacher_logprob for s in scored]),
+               [s.status for s in scored]),
+        tiny_tokenizer, tmp_path / "proxy", CONFIG,
+        pair_fingerprint=engine.fingerprint.as_dict(),
+    )
+    texts = zebra_sample(40, seed=4).texts
+    spec = CascadeSpec(ProxySpec(str(tmp_path / "proxy")), PairSpec(str(teacher), str(reference), config), 0.5, 0.4)
+    first, second = spec.build(), spec.build()
+    results = first.score(texts)
+    assert repr(results) == repr(second.score(texts))
+    assert first.fingerprint.as_dict()["proxy"]["pair"]["digest"] == engine.fingerprint.digest
+    pair_only = engine.score(texts)
+    ran = [i for i, r in enumerate(results) if r.teacher_logprob is not None]
+    assert ran
+    for i in ran:
+        # Batched with other documents than in the pair-only run: equal up to fp32 summation order.
+        assert results[i].score == pytest.approx(pair_only[i].score, abs=1e-5)
+        assert results[i].n_tokens == pair_only[i].n_tokens
