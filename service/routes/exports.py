@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from corpus.export import EXPORT_RECORD, ExportFormat, export_config, run_export
 from corpus.manifest import MANIFEST_NAME
@@ -29,10 +29,11 @@ class ExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: ExportFormat
-    overwrite: bool = False
-    allow_other_tokenizer: bool = False
-    mds_shard_bytes: int | None = None
-    hf_shard_rows: int | None = None
+    # Strict: a JSON string such as "yes" is not a boolean, nor "12" a number (a 422, as for jobs).
+    overwrite: StrictBool = False
+    allow_other_tokenizer: StrictBool = False
+    mds_shard_bytes: StrictInt | None = None
+    hf_shard_rows: StrictInt | None = None
 
 
 def _succeeded_output(runtime: Runtime, job_id: str, principal: Principal) -> Path:
@@ -54,7 +55,7 @@ def export_records(output: Path) -> list[dict[str, Any]]:
     "/jobs/{job_id}/exports",
     status_code=201,
     summary="export a finished job for mosaicml-streaming (mds), Megatron (megatron) or HF datasets (hf)",
-    responses=error_responses(404, 409, 503, e409="the job has not succeeded, or the export exists"),
+    responses=error_responses(400, 404, 409, 413, 503, e409="the job has not succeeded, or the export exists"),
 )
 def create_export(
     job_id: str, body: ExportRequest, runtime: RuntimeDep, settings: SettingsDep, principal: PrincipalDep

@@ -106,7 +106,8 @@ def test_dashboard_in_chromium(browser, tiny_pair: tuple[Path, Path], tmp_path: 
                 browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
                 > 100
             )
-        assert browser.find_element(By.ID, "no-diagnostics")
+        # Every report carries the pair diagnostics now (corpus/diagnostics.py): the table must show them.
+        assert "score_vs_teacher" in browser.find_element(By.ID, "diagnostics").text
         links = browser.find_element(By.ID, "links").text
         assert "manifest.json" in links and "hf export" in links
         if os.environ.get("REWEIGH_SCREENSHOT"):  # how docs/dashboard.png is made
