@@ -66,4 +66,9 @@ def run_snippet(python: str | Path, snippet: str, export_dir: Path, env: dict[st
 
 
 def ids_seen(stdout: str) -> Counter[str]:
-    return Counter(json.loads(stdout.strip().splitlines()[-1].replace("'", '"')))  # a printed list of str
+    """The ids in the last printed list of str. A loader's library may print to the same stdout after
+    it (Ray's raylet warns about worker counts there), so its lines are skipped, never parsed."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("[") and line.endswith("]"):
+            return Counter(json.loads(line.replace("'", '"')))
+    raise AssertionError(f"the snippet printed no list of ids:\n{stdout[-4000:]}")
