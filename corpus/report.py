@@ -7,13 +7,13 @@ high up, hard-but-learnable ones above it, noise low on the teacher axis).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from corpus.fsutil import atomic_path, write_json_atomic
+from corpus import storage
+from corpus.storage import JobPath
 
 REPORT_NAME = "report.json"
 HISTOGRAM_NAME = "score_histogram.png"
@@ -65,12 +65,12 @@ def build_report(
     }
 
 
-def write_report(out_dir: Path, report: dict[str, Any]) -> None:
-    write_json_atomic(out_dir / REPORT_NAME, report)
+def write_report(out_dir: JobPath, report: dict[str, Any]) -> None:
+    storage.write_json(out_dir / REPORT_NAME, report)
 
 
 def write_plots(
-    out_dir: Path,
+    out_dir: JobPath,
     *,
     score: npt.NDArray[np.float64],
     teacher_logprob: npt.NDArray[np.float64],
@@ -99,8 +99,7 @@ def write_plots(
     ax.set_ylabel("documents")
     ax.set_title(f"Difference scores ({len(values)} documents)")
     fig.tight_layout()
-    with atomic_path(out_dir / HISTOGRAM_NAME) as tmp:
-        fig.savefig(tmp, format="png", metadata=metadata)
+    storage.write_figure(out_dir / HISTOGRAM_NAME, fig, metadata)
     plt.close(fig)
 
     idx = np.flatnonzero(ok)
@@ -133,8 +132,7 @@ def write_plots(
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", markerscale=4)
     fig.tight_layout()
-    with atomic_path(out_dir / SCATTER_NAME) as tmp:
-        fig.savefig(tmp, format="png", metadata=metadata)
+    storage.write_figure(out_dir / SCATTER_NAME, fig, metadata)
     plt.close(fig)
 
 

@@ -1,7 +1,7 @@
 """Open a manifest's shard for row-group reads, its sha256 checked, in bounded memory.
 
-A local shard is hashed in 4 MiB chunks and then read in place. A remote one is streamed to a
-temporary file (hashed as it arrives), so neither path ever holds a whole shard in memory; the
+A local shard is hashed in 4 MiB chunks and then read in place. A remote one (http(s), or an
+object store through corpus/storage.py) is streamed to a temporary file (hashed as it arrives), so neither path ever holds a whole shard in memory; the
 loader then reads one parquet row group at a time. `Prefetcher` downloads the next remote shard in
 a background thread while the current one is consumed.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from corpus import storage
 from corpus.manifest import ShardEntry, is_url, resolve_shard
 from scoring.errors import InputError, NotFoundError
 
@@ -70,6 +71,24 @@ def _download(url: str, headers: dict[str, str] | None, directory: str | None) -
     return path, digest.hexdigest()
 
 
+def _download_object(url: str, directory: str | None) -> tuple[Path, str]:
+    """An object-store shard, streamed to a temporary file (the store's errors are named ones)."""
+    fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".parquet", dir=directory)
+    path, digest = Path(name), hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, storage.open_read(storage.job_path(url)) as source:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except FileNotFoundError as exc:
+        path.unlink(missing_ok=True)
+        raise NotFoundError(f"shard {url!r} not found in the store") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest()
+
+
 def open_shard(
     base: str,
     entry: ShardEntry,
@@ -82,6 +101,9 @@ def open_shard(
     temporary = None
     if is_url(location):
         temporary, digest = _download(location, headers, spool_dir)
+        path = temporary
+    elif storage.is_remote(location):
+        temporary, digest = _download_object(location, spool_dir)
         path = temporary
     else:
         path = Path(location)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 from corpus.executor.base import (
@@ -17,6 +16,7 @@ from corpus.executor.base import (
     progress_of,
     run_task,
 )
+from corpus.storage import JobPath
 from scoring.protocols import BuiltScorer, Scorer, ScorerSpec
 
 
@@ -36,7 +36,7 @@ class LocalExecutor(Executor):
 
     def run(
         self,
-        out: Path,
+        out: JobPath,
         step: Step,
         *,
         progress: StepProgressFn | None = None,

@@ -24,7 +24,6 @@ import logging
 import threading
 from collections import deque
 from dataclasses import replace
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -39,6 +38,7 @@ from corpus.executor.base import (
     progress_of,
     run_task,
 )
+from corpus.storage import JobPath
 from scoring.config import PairSpec
 from scoring.errors import ConfigError, JobCancelledError
 from scoring.protocols import Scorer, ScorerSpec
@@ -75,11 +75,11 @@ class ScorerWorker:
         fingerprint = self.scorer().fingerprint
         return fingerprint.digest, fingerprint.as_dict()
 
-    def run(self, out: Path, step: Step, rank: int) -> Result:
+    def run(self, out: JobPath, step: Step, rank: int) -> Result:
         return run_task(out, step, rank, StepContext(scorer=self.scorer))
 
 
-def _run_plain(out: Path, step: Step, rank: int) -> Result:
+def _run_plain(out: JobPath, step: Step, rank: int) -> Result:
     return run_task(out, step, rank, StepContext())
 
 
@@ -148,7 +148,7 @@ class RayExecutor(Executor):
 
     def run(
         self,
-        out: Path,
+        out: JobPath,
         step: Step,
         *,
         progress: StepProgressFn | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from corpus.report import build_report, write_plots
 from corpus.sampler import HASH_BYTES, select
 from corpus.scores import SCORES_SCHEMA, ShardScores, read_chunk_scores
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
+from corpus.storage import JobPath
 from scoring.protocols import ScorerSpec
 
 SELECTION_COLUMNS = (
@@ -42,7 +42,7 @@ SELECTION_COLUMNS = (
 
 @dataclass(frozen=True)
 class SelectInMemory:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     shards: tuple[tuple[int, ShardScores], ...]  # the scored input shards, by input index
     selection: SelectionConfig
@@ -109,7 +109,7 @@ class SelectInMemory:
 
 
 def load_arrays(
-    out: Path, inputs: tuple[str, ...], shards: tuple[tuple[int, ShardScores], ...]
+    out: JobPath, inputs: tuple[str, ...], shards: tuple[tuple[int, ShardScores], ...]
 ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, int], list[tuple[tuple[int, int], tuple[int, int]]]]:
     """Stored scores of every scored chunk, concatenated in input and chunk order (plus `ok`), the
     count of documents not scored by reason kind, and each chunk's [lo, hi) in the arrays.
