@@ -88,7 +88,12 @@ def _kind(p: JobPath) -> str | None:
     if isinstance(p, Path):
         return None if not p.exists() else "dir" if p.is_dir() else "file"
     # A store: an object, else a prefix holding objects (one request in the usual case).
-    return "file" if storage.is_file(p) else "dir" if storage.is_dir(p) else None
+    if storage.is_file(p):
+        return "file"
+    if storage.is_dir(p):
+        return "dir"
+    storage.check_bucket(p)  # a missing bucket is said as such, not as a missing object
+    return None
 
 
 def detect_format(path: str | JobPath) -> str:

@@ -42,6 +42,8 @@ from scoring.errors import (
 # http(s) locations are the service's manifest URLs, read with httpx (corpus/manifest.py), not here.
 _NOT_REMOTE = ("", "file", "http", "https")
 _GLOB_MAGIC = frozenset("*?[")
+# Schemes whose URL's first component is a bucket (hf://datasets/org/name has none).
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "az"})
 # Class names of the "no credentials found" errors of botocore, google-auth and huggingface_hub:
 # matched by name so that none of those libraries has to be importable.
 _CREDENTIAL_ERRORS = frozenset(
@@ -134,11 +136,20 @@ def _translated(target: RemotePath) -> Iterator[None]:
 def _is_bucket_missing(exc: FileNotFoundError, target: RemotePath) -> bool:
     if "NoSuchBucket" in repr(exc.__cause__) or "bucket does not exist" in str(exc).lower():
         return True
+    if not _has_buckets(target):
+        return False
     fs, _ = _fs(target)
     try:
-        return not fs.exists(target.bucket)
+        fs.info(target.bucket)
+    except FileNotFoundError:
+        return True
     except Exception:
-        return False
+        return False  # not known to be missing: the original error stands
+    return False
+
+
+def _has_buckets(target: RemotePath) -> bool:
+    return urlsplit(target.url).scheme.lower() in _BUCKET_SCHEMES
 
 
 def _fs(target: RemotePath) -> tuple[Any, str]:
@@ -154,11 +165,16 @@ def _fs(target: RemotePath) -> tuple[Any, str]:
 
 
 def check_bucket(target: RemotePath) -> None:
-    """BucketNotFoundError (or a credentials / permission error) before any work is done there."""
+    """BucketNotFoundError (or a credentials / permission error) before any work is done there.
+    (Not `exists`: fsspec's answers False where the store said "no credentials".)"""
+    if not _has_buckets(target):
+        return
     fs, _ = _fs(target)
     with _translated(target):
-        if not fs.exists(target.bucket):
-            raise BucketNotFoundError(f"bucket {target.bucket!r} of {target.url!r} does not exist")
+        try:
+            fs.info(target.bucket)
+        except FileNotFoundError as exc:
+            raise BucketNotFoundError(f"bucket {target.bucket!r} of {target.url!r} does not exist") from exc
 
 
 # ---------------------------------------------------------------------------------------- reading
