@@ -92,7 +92,9 @@ def upload_dir(local: Path, url: str) -> None:
     fs = fresh_fs()
     for path in sorted(local.rglob("*")):
         if path.is_file():
-            fs.pipe_file(f"{url.removeprefix('s3://')}/{path.relative_to(local).as_posix()}", path.read_bytes())
+            fs.pipe_file(
+                f"{url.removeprefix('s3://')}/{path.relative_to(local).as_posix()}", path.read_bytes()
+            )
 
 
 def remote_tree(url: str) -> dict[str, bytes]:

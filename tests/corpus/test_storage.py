@@ -51,7 +51,9 @@ def _as_remote(
         return next(k for k in files if k.startswith("steps/select-")).split("/")[1].removeprefix("select-")
 
     old, new = digest(local), digest(remote)
-    return {k.replace(old, new): v.replace(str(local_in).encode(), remote_in.encode()) for k, v in local.items()}
+    return {
+        k.replace(old, new): v.replace(str(local_in).encode(), remote_in.encode()) for k, v in local.items()
+    }
 
 
 def test_s3_to_s3_rewrite_is_byte_identical_to_local(tmp_path: Path, bucket: str) -> None:
@@ -147,7 +149,9 @@ def test_loader_streams_a_job_copied_to_a_bucket(tmp_path: Path, bucket: str) ->
     seen: Counter[str] = Counter()
     for rank in range(2):
         ds = ManifestDataset(f"s3://{bucket}/job", rank=rank, world_size=2, seed=3, batch_size=4)
-        dl = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=lambda b: b, multiprocessing_context="fork")
+        dl = DataLoader(
+            ds, batch_size=4, num_workers=2, collate_fn=lambda b: b, multiprocessing_context="fork"
+        )
         seen.update(row["id"] for batch in dl for row in batch)
     assert seen == want and sum(want.values()) == 160
 
@@ -191,7 +195,9 @@ def test_missing_credentials_names_the_url(
         fresh_fs()
 
 
-def test_permission_denied_names_the_url(tmp_path: Path, s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_permission_denied_names_the_url(
+    tmp_path: Path, s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A server that enforces IAM after its first 4 requests, which create a read-only user and a bucket."""
     import boto3
 
@@ -252,7 +258,10 @@ def test_url_data_roots_confine_store_access(bucket: str) -> None:
 def test_local_globs_expand_sorted_and_literal_names_win(tmp_path: Path) -> None:
     for name in ("b.jsonl", "a.jsonl", "c*.jsonl"):
         (tmp_path / name).write_text("{}\n")
-    assert storage.expand_inputs([str(tmp_path / "[ab].jsonl")]) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    assert storage.expand_inputs([str(tmp_path / "[ab].jsonl")]) == [
+        str(tmp_path / "a.jsonl"),
+        str(tmp_path / "b.jsonl"),
+    ]
     assert storage.expand_inputs([str(tmp_path / "c*.jsonl")]) == [str(tmp_path / "c*.jsonl")]
     with pytest.raises(InputError, match="matches nothing"):
         storage.expand_inputs([str(tmp_path / "z*.jsonl")])
