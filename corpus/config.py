@@ -51,8 +51,8 @@ class SelectionConfig(StrictModel):
         default=None,
         min_length=1,
         max_length=256,
-        description="input field whose values are groups (e.g. source): select within each group, "
-        "keeping the mixture of groups",
+        description="input field whose values are groups (e.g. source, or a dotted path such as "
+        "meta.pile_set_name): select within each group, keeping the mixture of groups",
     )
     group_shares: dict[Annotated[str, StringConstraints(max_length=4096)], float] | None = Field(
         default=None,

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from corpus.executor.base import Result, StepContext
 from corpus.fsutil import write_parquet_atomic
-from corpus.groups import UNREADABLE, label_of
+from corpus.groups import UNREADABLE, field_value, label_of
 from corpus.layout import chunk_name, groups_dir
 from corpus.readers import read_documents
 from corpus.scores import ShardScores
@@ -56,7 +56,7 @@ class LabelGroups:
             ctx.check_cancel(f"labelling {path}")
             want = shard.chunk_rows(self.chunk_docs, chunk)
             labels = [
-                label_of(d.fields.get(self.field)) if d.readable else UNREADABLE for d in islice(docs, want)
+                label_of(field_value(d.fields, self.field)) if d.readable else UNREADABLE for d in islice(docs, want)
             ]
             if len(labels) != want:
                 raise InputError(

@@ -211,3 +211,12 @@ def test_rewrite_job_stratified_end_to_end(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "report.json").read_text())["strata"] == strata
     run(tmp_path / "again")
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "again")
+
+
+def test_group_field_may_be_a_dotted_path() -> None:
+    from corpus.groups import field_value
+
+    row = {"meta": {"pile_set_name": "ArXiv"}, "meta.x": 1, "source": None}
+    assert field_value(row, "meta.pile_set_name") == "ArXiv"
+    assert field_value(row, "meta.x") == 1  # a top-level key with a dot wins over the path
+    assert field_value(row, "meta.missing") is None and field_value(row, "source") is None
