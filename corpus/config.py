@@ -135,6 +135,13 @@ class RewriteConfig(StrictModel):
         default="fail", description="an unreadable input shard stops the job, or is skipped and listed"
     )
     overwrite: bool = Field(default=False, description="replace a different job in the output directory")
+    group_field: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="input field (or dotted path) labelling each document's group, e.g. source: the report "
+        "gives kept shares per group (selection.stratify_by implies it)",
+    )
     chunk_docs: int = Field(
         default=DEFAULT_CHUNK_DOCS,
         ge=1,
@@ -145,12 +152,23 @@ class RewriteConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> RewriteConfig:
+        strata = self.selection.stratify_by
+        if self.group_field is not None and strata is not None and self.group_field != strata:
+            raise ConfigError(
+                f"group_field={self.group_field!r} and stratify_by={strata!r} name different fields: "
+                "the groups a job reports are the groups it stratifies by"
+            )
         seen: set[str] = set()
         for p in self.inputs:
             if p in seen:
                 raise ConfigError(f"input {p!r} is listed twice")
             seen.add(p)
         return self
+
+    @property
+    def groups(self) -> str | None:
+        """The field labelling groups: for stratification, or for the report alone."""
+        return self.selection.stratify_by or self.group_field
 
     @property
     def sizing(self) -> tuple[int | None, int | None]:

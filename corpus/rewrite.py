@@ -163,15 +163,15 @@ class _Job:
     def select(self, shards: dict[int, ShardScores], upstream: str) -> Result:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
-        if c.selection.stratify_by is not None:
-            field = c.selection.stratify_by
+        field = c.groups
+        if field is not None:
             labels = LabelGroups(
                 self.out, self.inputs, tuple(sorted(shards.items())), field, c.text_field, c.id_field,
                 c.chunk_docs, name=f"groups-{_digest([{'field': field}])}-{upstream}",
             )
             self.executor.run(self.out, labels, cancel=self.cancel)
         step = SelectInMemory(
-            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed,
+            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed, field,
             name=f"select-{upstream}",
         )
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
@@ -233,6 +233,7 @@ def job_fingerprint(config: RewriteConfig, scorer_fingerprint: dict[str, Any]) -
         "text_field": config.text_field,
         "id_field": config.id_field,
         "chunk_docs": config.chunk_docs,  # chunking decides batch composition, hence the last float bits
+        **({"group_field": config.group_field} if config.group_field is not None else {}),  # the report's groups
         "shard_rows": config.sizing[0],
         "shard_bytes": config.sizing[1],
         "code": {"reweigh": _version("reweigh"), "pyarrow": pa.__version__, "numpy": np.__version__},

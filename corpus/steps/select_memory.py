@@ -48,6 +48,7 @@ class SelectInMemory:
     shards: tuple[tuple[int, ShardScores], ...]  # the scored input shards, by input index
     selection: SelectionConfig
     seed: int
+    group_field: str | None = None  # labels for stratification and the report's per-group shares
     name: str = "select"
     tasks: int = 1
     scorer: ScorerSpec | None = None
@@ -57,7 +58,7 @@ class SelectInMemory:
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         arrays, not_scored, chunks = load_arrays(self.out, self.inputs, self.shards)
-        field = self.selection.stratify_by
+        field = self.group_field
         groups = None if field is None else load_groups(self.out, self.inputs, field, chunks)
         sel = select(
             self.selection,
@@ -67,7 +68,7 @@ class SelectInMemory:
             ok=arrays["ok"],
             content_hash=arrays["content_hash"],
             seed=self.seed,
-            groups=groups,
+            groups=groups if self.selection.stratify_by is not None else None,
         )
         kept_chunks = []
         for (index, chunk), (lo, hi) in chunks:

@@ -220,3 +220,23 @@ def test_group_field_may_be_a_dotted_path() -> None:
     assert field_value(row, "meta.pile_set_name") == "ArXiv"
     assert field_value(row, "meta.x") == 1  # a top-level key with a dot wins over the path
     assert field_value(row, "meta.missing") is None and field_value(row, "source") is None
+
+
+def test_group_field_alone_reports_groups_without_stratifying(tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    a = write_jsonl(d / "a.jsonl", source_rows("a", 40, "web") + source_rows("b", 20, "books"))
+    plain = run_rewrite(
+        RewriteConfig(inputs=[str(a)], output=str(tmp_path / "plain"), chunk_docs=16), FakeSpec()
+    )
+    grouped = run_rewrite(
+        RewriteConfig(inputs=[str(a)], output=str(tmp_path / "grouped"), chunk_docs=16, group_field="source"),
+        FakeSpec(),
+    )
+    assert "strata" not in grouped.report and "groups" not in plain.report["diagnostics"]
+    groups = grouped.report["diagnostics"]["groups"]
+    assert {g: v["documents"] for g, v in groups.items()} == {"web": 40, "books": 20}
+    assert sum(v["kept"] for v in groups.values()) == 30
+    assert [s.sha256 for s in grouped.manifest.shards] == [s.sha256 for s in plain.manifest.shards]
+    with pytest.raises(ConfigError, match="name different fields"):
+        RewriteConfig(inputs=["x"], output="o", group_field="a", selection=SelectionConfig(stratify_by="b"))
