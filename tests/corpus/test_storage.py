@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 import corpus.rewrite
 import corpus.scores
+import corpus.shard_fetch
 import corpus.steps.write
 import corpus.storage
 from corpus import confine, storage
@@ -24,6 +25,7 @@ from corpus.loader import ManifestDataset
 from corpus.rewrite import run_rewrite
 from scoring.errors import (
     BucketNotFoundError,
+    ConfigError,
     InputError,
     PathNotAllowedError,
     StorageCredentialsError,
@@ -131,21 +133,28 @@ def test_sigkill_then_resume_on_s3_is_byte_identical(tmp_path: Path, bucket: str
     assert remote_tree(out.output) == remote_tree(config("ref").output)
 
 
-def test_loader_streams_a_job_copied_to_a_bucket(tmp_path: Path, bucket: str) -> None:
-    """2 ranks x 2 workers read the exact multiset of the job's documents (with repeats) from s3,
-    a job directory copied to the store as it is (relative layout)."""
-    path = write_jsonl(tmp_path / "in.jsonl", make_rows(120))
+@pytest.fixture(scope="module")
+def local_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Counter[str]]:
+    """A finished job with repeats, in 14 shards, and the multiset of ids an epoch yields."""
+    d = tmp_path_factory.mktemp("job")
+    path = write_jsonl(d / "in.jsonl", make_rows(120))
     sel = SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=160)
-    local = tmp_path / "out"
     result = run_rewrite(
-        RewriteConfig(inputs=[str(path)], output=str(local), selection=sel, shard_rows=9), FakeSpec()
+        RewriteConfig(inputs=[str(path)], output=str(d / "out"), selection=sel, shard_rows=9), FakeSpec()
     )
     want: Counter[str] = Counter()
     for s in result.manifest.shards:
-        for row in storage.read_parquet(local / s.path, ["id", "repeats"]).to_pylist():
+        for row in storage.read_parquet(d / "out" / s.path, ["id", "repeats"]).to_pylist():
             want[row["id"]] += row["repeats"]
-    upload_dir(local, f"s3://{bucket}/job")
+    assert sum(want.values()) == 160
+    return d / "out", want
 
+
+def test_loader_streams_a_job_copied_to_a_bucket(local_job: tuple[Path, Counter[str]], bucket: str) -> None:
+    """2 ranks x 2 workers read the exact multiset of the job's documents (with repeats) from s3,
+    a job directory copied to the store as it is (relative layout)."""
+    job, want = local_job
+    upload_dir(job, f"s3://{bucket}/job")
     seen: Counter[str] = Counter()
     for rank in range(2):
         ds = ManifestDataset(f"s3://{bucket}/job", rank=rank, world_size=2, seed=3, batch_size=4)
@@ -153,7 +162,46 @@ def test_loader_streams_a_job_copied_to_a_bucket(tmp_path: Path, bucket: str) ->
             ds, batch_size=4, num_workers=2, collate_fn=lambda b: b, multiprocessing_context="fork"
         )
         seen.update(row["id"] for batch in dl for row in batch)
-    assert seen == want and sum(want.values()) == 160
+    assert seen == want
+
+
+def _cached_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.glob("*.parquet"))
+
+
+def test_loader_cache_serves_later_epochs_and_stays_under_its_limit(
+    local_job: tuple[Path, Counter[str]], bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job, want = local_job
+    upload_dir(job, f"s3://{bucket}/job")
+    url = f"s3://{bucket}/job"
+    shards = sorted((s.bytes for s in ManifestDataset(url).manifest.shards), reverse=True)
+
+    # A limit that holds every shard: the second epoch downloads nothing.
+    roomy = ManifestDataset(url, cache_dir=tmp_path / "roomy", cache_limit_bytes=sum(shards))
+    assert Counter(row["id"] for row in roomy) == want
+    assert len(list((tmp_path / "roomy").glob("*.parquet"))) == len(shards)
+
+    def no_download(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("downloaded a cached shard")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(corpus.shard_fetch, "_download_object", no_download)
+        roomy.set_epoch(1)
+        assert Counter(row["id"] for row in roomy) == want
+
+    # The smallest limit allowed (the shard read and the one prefetched): evicts as it goes.
+    limit = shards[0] + shards[1]
+    tight = ManifestDataset(url, cache_dir=tmp_path / "tight", cache_limit_bytes=limit)
+    seen: Counter[str] = Counter()
+    for epoch in range(2):
+        tight.set_epoch(epoch)
+        for row in tight:
+            seen[row["id"]] += 1
+            assert _cached_bytes(tmp_path / "tight") <= limit
+    assert seen == want + want
+    with pytest.raises(ConfigError, match=f"cache_limit_bytes={limit - 1} is below"):
+        ManifestDataset(url, cache_dir=tmp_path / "tight", cache_limit_bytes=limit - 1)
 
 
 # ------------------------------------------------------------------------------------------- errors
