@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from corpus.export import EXPORT_RECORD, ExportFormat, export_config, run_export
 from corpus.manifest import MANIFEST_NAME
-from scoring.errors import JobStateError
+from scoring.errors import ConfigError, JobStateError
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
 from service.keys import Principal
@@ -40,6 +40,11 @@ def _succeeded_output(runtime: Runtime, job_id: str, principal: Principal) -> Pa
     job = runtime.store.get(job_id, principal)  # another owner's job is the same 404 as an unknown one
     if job.state != "succeeded":
         raise JobStateError(f"job {job_id} is {job.state}; it can be exported once it has succeeded")
+    if not isinstance(job.output, Path):
+        raise ConfigError(
+            f"job {job_id} wrote to an object store ({job.output}); exports read a local job directory: "
+            "copy it to a data root on disk first"
+        )
     return job.output
 
 
