@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -16,7 +17,7 @@ from corpus.config import RayOptions, RewriteConfig, SelectionConfig
 from corpus.diagnostics import describe
 from corpus.executor import Executor, LocalExecutor
 from corpus.rewrite import RewriteProgress, run_rewrite
-from corpus.storage import is_remote
+from corpus.storage import job_path
 from scoring.config import PairSpec
 from service.commands.checks import check_output_path
 from service.commands.config_args import add_model_args, model_kwargs
@@ -110,8 +111,9 @@ class ProgressBars:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
-    if not is_remote(config.output):  # a store's bucket is checked when the job claims its prefix
-        check_output_path(config.output, "--out", directory=True)
+    output = job_path(config.output)
+    if isinstance(output, Path):  # a store's bucket is checked when the job claims its prefix
+        check_output_path(output, "--out", directory=True)
     executor, pair = executor_from_args(args, pair_from_args(args))
     bars = ProgressBars(len(config.inputs))
     try:

@@ -313,3 +313,20 @@ def test_local_globs_expand_sorted_and_literal_names_win(tmp_path: Path) -> None
     assert storage.expand_inputs([str(tmp_path / "c*.jsonl")]) == [str(tmp_path / "c*.jsonl")]
     with pytest.raises(InputError, match="matches nothing"):
         storage.expand_inputs([str(tmp_path / "z*.jsonl")])
+
+
+def test_locations() -> None:
+    assert storage.job_path("file:///tmp/x/") == Path("/tmp/x") and storage.job_path("rel/x") == Path("rel/x")
+    job = storage.job_path("s3://b/jobs/x/")
+    assert (
+        isinstance(job, storage.RemotePath)
+        and str(job / "shards" / "p.parquet") == "s3://b/jobs/x/shards/p.parquet"
+    )
+    assert (job / "a").parent == job and job.bucket == "b" and job.name == "x"
+    assert [storage.is_remote(u) for u in ("gs://b/x", "hf://datasets/o/n", "https://h/x", "/a:b", "C")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
