@@ -137,6 +137,7 @@ def pair_diagnostics(
     ok: npt.NDArray[np.bool_],
     repeats: npt.NDArray[np.int64],
     groups: npt.NDArray[np.str_] | None = None,
+    stratified: bool = False,
 ) -> dict[str, Any]:
     """Rank correlations, regions and (with `groups`, one label per document) per-group shares over
     the scored documents, and the warnings they raise. A document counts as kept when repeated at
@@ -176,16 +177,19 @@ def pair_diagnostics(
                 ),
             }
         result["groups"] = per_group
-        result["warnings"] = _within_groups(result["warnings"], correlations["teacher_vs_reference"], per_group)
+        result["warnings"] = _within_groups(
+            result["warnings"], correlations["teacher_vs_reference"], per_group, stratified
+        )
     return result
 
 
 def _within_groups(
-    warnings: list[dict[str, str]], overall: float | None, per_group: dict[str, dict[str, Any]]
+    warnings: list[dict[str, str]], overall: float | None, per_group: dict[str, dict[str, Any]], stratified: bool
 ) -> list[dict[str, str]]:
     """A pair that disagrees over the corpus may agree inside each group: the models then differ on
     which group is easy (a teacher that knows one source well), not on which text within a source is.
-    The difference score then still ranks well within groups, and stratifying puts it to use."""
+    The difference score then still ranks well within groups, and stratifying puts it to use (a job
+    that already stratifies by these groups needs no warning)."""
     within = {g: v["teacher_vs_reference"] for g, v in per_group.items() if v["teacher_vs_reference"] is not None}
     if overall is None or not within or not any(w["code"] == "pair_disagrees" for w in warnings):
         return warnings
@@ -193,6 +197,8 @@ def _within_groups(
     mean = sum(within[g] * sizes[g] for g in within) / sum(sizes.values())
     if mean < AGREEMENT:
         return warnings
+    if stratified:
+        return [w for w in warnings if w["code"] != "pair_disagrees"]
     listed = ", ".join(f"{g} {r:+.2f}" for g, r in within.items())
     return [w for w in warnings if w["code"] != "pair_disagrees"] + [
         _warning(

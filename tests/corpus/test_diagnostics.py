@@ -155,6 +155,12 @@ def test_pair_that_agrees_only_within_groups_points_to_stratifying() -> None:
     assert all(g["teacher_vs_reference"] > 0.8 for g in d["groups"].values())
     assert codes(d) == ["pair_disagrees_across_groups"]
     assert "--stratify-by" in d["warnings"][0]["message"]
+    score = teacher - reference
+    stratified = pair_diagnostics(
+        teacher_logprob=teacher, reference_logprob=reference, score=score, ok=np.ones(N, dtype=bool),
+        repeats=np.ones(N, dtype=np.int64), groups=groups, stratified=True,
+    )
+    assert codes(stratified) == []  # the job already selects within the groups, where the pair agrees
     # An unrelated reference disagrees within the groups too: the plain warning stays.
     unrelated = diagnose(TEACHER, np.random.default_rng(2).normal(-3.0, 0.8, N), groups)
     assert codes(unrelated) == ["pair_disagrees"]
