@@ -101,6 +101,7 @@ class SelectInMemory:
             ok=arrays["ok"],
             repeats=sel.repeats,
             groups=groups,
+            stratified=self.selection.stratify_by is not None,
         )
         write_plots(
             self.out,
