@@ -130,6 +130,8 @@ def main() -> int:
         fresh_fs().mkdir("reweigh-bench")
         args.remote = "s3://reweigh-bench/run"
 
+    import matplotlib.pyplot  # noqa: F401  (imported before timing: else the first run's plots pay for it)
+
     with tempfile.TemporaryDirectory(prefix="reweigh-bench-") as tmp:
         root = Path(tmp)
         (root / "in").mkdir()
