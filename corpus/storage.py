@@ -211,6 +211,8 @@ def names_in(path: JobPath) -> list[str]:
             return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(key, detail=False))
         except FileNotFoundError:
             return []
+        finally:
+            _forget_listing(fs, key)
 
 
 def read_bytes(path: JobPath) -> bytes:
@@ -282,7 +284,17 @@ def _glob(pattern: str) -> list[str]:
     fs, key = _fs(target)
     scheme = urlsplit(target.url).scheme
     with _translated(target):
-        return sorted(f"{scheme}://{m}" for m in fs.glob(key))
+        try:
+            return sorted(f"{scheme}://{m}" for m in fs.glob(key))
+        finally:
+            first_magic = min(i for i, c in enumerate(key) if c in _GLOB_MAGIC)
+            _forget_listing(fs, key[:first_magic].rsplit("/", 1)[0])
+
+
+def _forget_listing(fs: Any, key: str) -> None:
+    """fsspec caches directory listings and answers later `is_file`s from them: another process
+    (a Ray worker, the next run) may add objects meanwhile, so no listing is kept."""
+    fs.invalidate_cache(key)
 
 
 # ---------------------------------------------------------------------------------------- writing
