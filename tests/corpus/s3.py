@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-moto_server = pytest.importorskip("moto.server", reason="needs moto[server] (the dev extra)")
-
 ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -72,6 +70,7 @@ def fresh_fs(**kwargs: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[MotoServer]:
+    pytest.importorskip("moto.server", reason="needs moto[server] (the dev extra)")
     server = MotoServer()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {**ENV, "AWS_ENDPOINT_URL": server.url}.items():
