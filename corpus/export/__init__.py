@@ -19,6 +19,7 @@ from corpus.export.common import (
     EXPORT_RECORD,
     ExportConfig,
     ExportFormat,
+    ExportOptions,
     ManifestSource,
     export_config,
     staged_directory,
@@ -39,4 +40,12 @@ def run_export(config: ExportConfig) -> dict[str, Any]:
         return EXPORTERS[config.format](config, source, directory)
 
 
-__all__ = ["EXPORTERS", "EXPORT_RECORD", "ExportConfig", "ExportFormat", "export_config", "run_export"]
+__all__ = [
+    "EXPORTERS",
+    "EXPORT_RECORD",
+    "ExportConfig",
+    "ExportFormat",
+    "ExportOptions",
+    "export_config",
+    "run_export",
+]

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from corpus import confine
 from corpus.export.common import (
     ExportConfig,
     Group,
@@ -27,6 +28,7 @@ from corpus.export.common import (
     column_sum,
     copy_loader_script,
     group_name,
+    group_summary,
     write_record,
 )
 from corpus.fsutil import dumps_json
@@ -44,7 +46,7 @@ def column_encodings(source: ManifestSource) -> dict[str, str]:
     schema: pa.Schema | None = None
     nullable: set[str] = set()
     for entry in source.manifest.shards:
-        meta = pq.ParquetFile(resolve_shard(source.base, entry.path)).metadata
+        meta = pq.ParquetFile(confine.parquet_source(resolve_shard(source.base, entry.path))).metadata
         schema = schema or meta.schema.to_arrow_schema()
         for i in range(meta.num_row_groups):
             group = meta.row_group(i)
@@ -167,7 +169,7 @@ def export_mds(config: ExportConfig, source: ManifestSource, directory: Path) ->
         directory,
         config,
         source,
-        {"groups": [_group_json(g) for g in groups], "streams": "streams.json", "loader": loader},
+        {"groups": [group_summary(g, n_tokens=g.tokens) for g in groups], "streams": "streams.json", "loader": loader},
     )
 
 
@@ -176,12 +178,3 @@ def streams_config(groups: list[Group]) -> dict[str, Any]:
     `repeat_r` holds each of its documents once and is read `repeat: r` times per epoch."""
     return {"streams": {g.name: {"local": g.name, "repeat": g.repeats} for g in groups}}
 
-
-def _group_json(g: Group) -> dict[str, Any]:
-    return {
-        "name": g.name,
-        "repeats": g.repeats,
-        "rows": g.rows,
-        "documents": g.rows * g.repeats,
-        "n_tokens": g.tokens,
-    }
