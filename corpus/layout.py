@@ -22,6 +22,7 @@ JOB_FILE = "job.json"
 SCORES_DIR = "scores"
 SELECTION_DIR = "selection"
 SHARDS_DIR = "shards"
+EXPORTS_DIR = "exports"  # the service's exports of the job (exports/<format>/): made from its manifest
 # Names a job owns in its directory: what --overwrite removes (and nothing else).
 OWNED = (
     JOB_FILE,
@@ -33,6 +34,7 @@ OWNED = (
     HISTOGRAM_NAME,
     SCATTER_NAME,
     MANIFEST_NAME,
+    EXPORTS_DIR,
 )
 
 

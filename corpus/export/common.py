@@ -26,7 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from corpus import confine
 from corpus.fsutil import dumps_json, write_bytes_atomic
-from corpus.manifest import MANIFEST_NAME, Manifest, is_url, load_manifest, resolve_shard, shard_base
+from corpus.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    is_url,
+    load_manifest,
+    resolve_shard,
+    shard_base,
+)
 from scoring.errors import ConfigError, InputError
 
 ExportFormat = Literal["mds", "megatron", "hf"]
@@ -128,23 +136,32 @@ def group_name(repeats: int) -> str:
 class ManifestSource:
     manifest: Manifest
     base: str
+    _verified: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def open(cls, location: str) -> ManifestSource:
         confine.check(location)  # as the shards are, when confined (the manifest is read whole, here)
         return cls(load_manifest(location), shard_base(location))
 
-    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
-        """(repeat count, rows) in manifest order, one parquet row group at a time, each shard's
-        sha256 checked first (an export of a changed shard would silently disagree with the manifest)."""
-        for entry in self.manifest.shards:
-            path = Path(resolve_shard(self.base, entry.path))
-            if _sha256(path) != entry.sha256:
+    def parquet(self, entry: ShardEntry) -> pq.ParquetFile:
+        """The shard, its sha256 checked first, once per export: an export of a changed shard would
+        silently disagree with the manifest, and a truncated one is named rather than left to fail
+        in the parquet reader."""
+        path = resolve_shard(self.base, entry.path)
+        if path not in self._verified:
+            if _sha256(Path(path)) != entry.sha256:
                 raise InputError(
-                    f"shard {str(path)!r} does not match the manifest's sha256 (changed or truncated)"
+                    f"shard {path!r} does not match the manifest's sha256 (changed or truncated)"
                 )
+            self._verified.add(path)
+        return pq.ParquetFile(confine.parquet_source(path))
+
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(repeat count, rows) in manifest order, one parquet row group at a time."""
+        for entry in self.manifest.shards:
+            path = resolve_shard(self.base, entry.path)
             documents = 0
-            parquet = pq.ParquetFile(confine.parquet_source(path))
+            parquet = self.parquet(entry)
             for i in range(parquet.num_row_groups):
                 batch = parquet.read_row_group(i)
                 repeats = batch.column("repeats")
@@ -152,13 +169,13 @@ class ManifestSource:
                 for r in pc.unique(repeats).to_pylist():
                     if r is None or r < 1:
                         raise InputError(
-                            f"shard {str(path)!r} has a row with repeats={r!r}; kept rows repeat >= 1"
+                            f"shard {path!r} has a row with repeats={r!r}; kept rows repeat >= 1"
                         )
                     for part in batch.filter(pc.equal(repeats, r)).to_batches():
                         yield int(r), part
             if documents != entry.documents:
                 raise InputError(
-                    f"shard {str(path)!r} holds {documents} documents, the manifest says {entry.documents}"
+                    f"shard {path!r} holds {documents} documents, the manifest says {entry.documents}"
                 )
 
 

@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
-from corpus import confine
 from corpus.export.common import (
     ExportConfig,
     Group,
@@ -32,7 +30,6 @@ from corpus.export.common import (
     write_record,
 )
 from corpus.fsutil import dumps_json
-from corpus.manifest import resolve_shard
 from scoring.errors import InputError
 
 LOADER = "load_mds.py"
@@ -46,7 +43,7 @@ def column_encodings(source: ManifestSource) -> dict[str, str]:
     schema: pa.Schema | None = None
     nullable: set[str] = set()
     for entry in source.manifest.shards:
-        meta = pq.ParquetFile(confine.parquet_source(resolve_shard(source.base, entry.path))).metadata
+        meta = source.parquet(entry).metadata
         schema = schema or meta.schema.to_arrow_schema()
         for i in range(meta.num_row_groups):
             group = meta.row_group(i)

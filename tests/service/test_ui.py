@@ -1,4 +1,4 @@
-"""The /ui dashboard and the export route on the fake engine (tests/service/test_dashboard.py loads
+"""The /ui dashboard on the fake engine (tests/service/test_dashboard.py loads
 the dashboard in a real headless Chromium against a live service)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import AUTH, KEY, write_jsonl
+from tests.service.test_exports import wait_for_export
 from tests.service.test_jobs import wait_for
 
 
@@ -58,16 +59,9 @@ def test_dashboard_shows_pair_diagnostics_when_the_report_has_them(
     assert "spearman_teacher_reference" in detail and "0.42" in detail
 
 
-def test_export_route(client: TestClient, data_root: Path) -> None:
+def test_dashboard_lists_a_finished_export(client: TestClient, data_root: Path) -> None:
     job = finished_job(client, data_root)
-    url = f"/v1/jobs/{job['id']}/exports"
-    assert client.post(url, json={"format": "mds"}).status_code == 401
-    made = client.post(url, json={"format": "mds"}, headers=AUTH)
-    assert made.status_code == 201, made.text
-    record = made.json()
-    assert record["export"] == "mds" and Path(record["directory"]) == data_root / "out" / "exports" / "mds"
-    assert sum(g["documents"] for g in record["groups"]) == record["manifest"]["documents_out"]
-    assert client.post(url, json={"format": "mds"}, headers=AUTH).status_code == 409
-    assert client.post(url, json={"format": "mds", "mds_shard_bytes": 5}, headers=AUTH).status_code == 422
-    assert [e["export"] for e in client.get(url, headers=AUTH).json()] == ["mds"]
+    made = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "mds"}, headers=AUTH)
+    assert made.status_code == 202, made.text
+    wait_for_export(client, made.headers["location"])
     assert "mds export" in client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
