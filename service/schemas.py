@@ -67,7 +67,9 @@ class ExportRequest(ExportOptions):
     the directory and, for megatron, the teacher's tokenizer)."""
 
     # Strict: a JSON string such as "yes" is not a boolean, nor "12" a number (a 422, as for jobs).
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, json_schema_extra={"examples": [{"format": "hf"}]}
+    )
 
 
 class JobRequest(RewriteConfig):
