@@ -37,7 +37,7 @@ from corpus.manifest import (
 )
 from scoring.errors import ConfigError, InputError
 
-ExportFormat = Literal["mds", "megatron", "hf"]
+ExportFormat = Literal["mds", "megatron", "hf", "energon"]
 EXPORT_RECORD = "export.json"
 EXPORT_FORMAT = "reweigh.export"
 EXPORT_FORMAT_VERSION = 1
@@ -59,6 +59,7 @@ class ExportOptions(BaseModel):
     )
     mds_shard_bytes: int = Field(default=1 << 26, ge=1 << 10, lt=1 << 32, description="mds: bytes per shard at most")
     hf_shard_rows: int = Field(default=100_000, ge=1, description="hf: rows per parquet file at most")
+    energon_shard_rows: int = Field(default=10_000, ge=1, description="energon: samples per tar shard at most")
 
 
 class ExportConfig(ExportOptions):

@@ -64,8 +64,8 @@ def job_exports(runtime: Runtime, job: Job) -> list[ExportView]:
     "/jobs/{job_id}/exports",
     status_code=202,
     response_model=ExportView,
-    summary="export a finished job for mosaicml-streaming (mds), Megatron (megatron) or HF datasets (hf), "
-    "in the background",
+    summary="export a finished job for mosaicml-streaming (mds), Megatron (megatron), HF datasets (hf) or "
+    "Megatron-Energon (energon), in the background",
     responses=error_responses(
         400, 404, 409, 413, 503, e409="the job has not succeeded, or that export exists or is being written"
     ),
