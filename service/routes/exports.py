@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from corpus.export import EXPORT_RECORD
-from corpus.layout import EXPORTS_DIR
 from scoring.errors import JobStateError
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
@@ -23,14 +20,6 @@ from service.schemas import ExportList, ExportRequest, ExportView, error_respons
 from service.settings import SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["exports"])
-
-
-def export_records(output: Path) -> list[dict[str, Any]]:
-    """The finished exports of a job's output directory (a directory without export.json is not one)."""
-    records = []
-    for record in sorted((output / EXPORTS_DIR).glob(f"*/{EXPORT_RECORD}")):
-        records.append({"directory": str(record.parent), **json.loads(record.read_text())})
-    return records
 
 
 def export_view(export: Export, output: Path, roots: DataRoots) -> ExportView:

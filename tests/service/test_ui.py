@@ -64,4 +64,27 @@ def test_dashboard_lists_a_finished_export(client: TestClient, data_root: Path) 
     made = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "mds"}, headers=AUTH)
     assert made.status_code == 202, made.text
     wait_for_export(client, made.headers["location"])
-    assert "mds export" in client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
+    page = client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
+    assert f'id="export-{made.json()["id"]}"' in page and "mds export" in page and "load_mds.py" in page
+    assert "out/exports/mds" in page and str(data_root) not in page  # relative to the data root
+    failed = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "megatron"}, headers=AUTH)
+    assert wait_for_export(client, failed.headers["location"])["state"] == "failed"  # no teacher here
+    assert "tokenizes: give tokenizer=" in client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
+
+
+def test_dashboard_reads_a_job_s_files_confined_to_the_data_roots(
+    client: TestClient, data_root: Path, tmp_path: Path
+) -> None:
+    job = finished_job(client, data_root)
+    plot, report = data_root / "out" / "score_histogram.png", data_root / "out" / "report.json"
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG outside content")
+    plot.unlink()
+    plot.symlink_to(secret)
+    r = client.get(f"/ui/jobs/{job['id']}/plots/score_histogram.png", headers=AUTH)
+    assert r.status_code == 403 and b"outside content" not in r.content
+    (tmp_path / "report.json").write_text(report.read_text())
+    report.unlink()
+    report.symlink_to(tmp_path / "report.json")
+    page = client.get(f"/ui/jobs/{job['id']}", headers=AUTH)
+    assert page.status_code == 403 and str(tmp_path) not in page.text
