@@ -70,8 +70,21 @@ def check_url(url: str) -> str:
     return url
 
 
-def active_roots() -> tuple[Path, ...] | None:
-    return _ROOTS.get()
+def active_roots() -> tuple[Path | str, ...] | None:
+    """The active confinement (local roots, then object-store prefixes), or None outside one."""
+    local = _ROOTS.get()
+    return None if local is None else (*local, *_URL_ROOTS.get())
+
+
+@contextlib.contextmanager
+def carried(roots: Sequence[Path | str] | None) -> Iterator[None]:
+    """Re-enter, in another thread or process (a Ray worker), the confinement `active_roots()`
+    returned where the work was handed out; None (nothing was confined there) changes nothing."""
+    if roots is None:
+        yield
+        return
+    with confined_to(roots):
+        yield
 
 
 def check(path: str | Path, roots: Sequence[Path] | None = None) -> Path:

@@ -27,7 +27,7 @@ from service.auth import bearer_scheme, require_api_key
 from service.deps import RuntimeDep
 from service.jobs import Job
 from service.keys import Principal, find_principal
-from service.routes.exports import export_records
+from service.routes.exports import job_exports
 from service.settings import SettingsDep
 
 COOKIE = "reweigh_key"
@@ -102,12 +102,14 @@ def progress_view(job: Job, now: float) -> dict[str, Any]:
 
 def source_shares(output: JobPath) -> list[tuple[str, int, float]]:
     """(source, documents with repeats, share of the epoch) from the shards' `source` field (top
-    level, or inside `meta`); empty when the documents carry no source."""
-    manifest = load_manifest(output / MANIFEST_NAME)
+    level, or inside `meta`); empty when the documents carry no source. Local files are checked
+    against the active confinement here; a store's URLs by corpus/storage.py."""
+    manifest_path = output / MANIFEST_NAME
+    manifest = load_manifest(confine.check(manifest_path) if isinstance(manifest_path, Path) else manifest_path)
     counts: dict[str, int] = {}
     for shard in manifest.shards:
         path = output / shard.path
-        parquet = pq.ParquetFile(path if isinstance(path, Path) else storage.open_read(path))
+        parquet = pq.ParquetFile(confine.parquet_source(path) if isinstance(path, Path) else storage.open_read(path))
         names = parquet.schema_arrow.names
         column = "source" if "source" in names else "meta" if "meta" in names else None
         if column is None:
@@ -128,7 +130,10 @@ def source_shares(output: JobPath) -> list[tuple[str, int, float]]:
 def jobs_page(request: Request, runtime: RuntimeDep, principal: UiPrincipal) -> Response:
     now = time.time()
     jobs = runtime.store.list_jobs(principal, None, 200)  # the caller's jobs (an admin's: all)
-    rows = [{"job": j, "progress": progress_view(j, now)} for j in jobs]
+    rows = [
+        {"job": j, "output": runtime.roots.relative(str(j.output)), "progress": progress_view(j, now)}
+        for j in jobs
+    ]
     return templates.TemplateResponse(
         request, "jobs.html", {"rows": rows, "refresh": any(j.state in LIVE for j in jobs)}
     )
@@ -141,24 +146,29 @@ def job_page(job_id: str, request: Request, runtime: RuntimeDep, principal: UiPr
     job = runtime.store.get(job_id, principal)
     context: dict[str, Any] = {
         "job": job,
+        "output": runtime.roots.relative(str(job.output)),  # as clients see paths: under the data root
         "progress": progress_view(job, time.time()),
         "refresh": job.state in LIVE,
         "report": None,
         "plots": [],
         "sources": [],
-        "exports": [],
+        # The export jobs, from the store: their state and error too, paths relative to the data root.
+        "exports": job_exports(runtime, job),
         "diagnostics": None,
     }
+    context["refresh"] = context["refresh"] or any(e.state in ("queued", "running") for e in context["exports"])
     report_path = job.output / REPORT_NAME
-    with confine.confined_to(runtime.roots.confinement):  # the job's output may be a store prefix
+    # What the job wrote, read as a job reads: a file swapped for a symlink out of the roots is refused
+    # (the output may also be an object-store prefix under a URL root).
+    with confine.confined_to(runtime.roots.confinement):
         if job.state == "succeeded" and storage.is_file(report_path):
-            report = json.loads(storage.read_bytes(report_path))
+            with storage.open_read(report_path) as fh:
+                report = json.loads(fh.read())
             context["report"] = report
             # The selection-quality diagnostics, where the report carries them (older reports do not).
             context["diagnostics"] = report.get("pair_diagnostics") or report.get("diagnostics")
             context["plots"] = [name for name in PLOTS if storage.is_file(job.output / name)]
             context["sources"] = source_shares(job.output)
-            context["exports"] = export_records(job.output) if isinstance(job.output, Path) else []
     return templates.TemplateResponse(request, "job.html", context)
 
 
@@ -171,7 +181,7 @@ def job_plot(job_id: str, name: str, runtime: RuntimeDep, principal: UiPrincipal
         if not storage.is_file(path):
             raise NotFoundError(f"job {job_id} has no {name}")
         if isinstance(path, Path):
-            return FileResponse(path, media_type="image/png")
+            return FileResponse(confine.check(path, runtime.roots.roots), media_type="image/png")
         return Response(storage.read_bytes(path), media_type="image/png")
 
 
