@@ -52,6 +52,10 @@ def test_bucket_roots_confine_urls(
         "/v1/jobs", json={"inputs": [f"{root}/none.jsonl"], "output": f"{root}/out"}, headers=AUTH
     )
     assert r.status_code == 422 and f"{root}/none.jsonl" in r.json()["detail"]
+    fresh_fs().pipe_file(f"{bucket}/data/a.jsonl", b'{"text": "a"}\n')
+    body = {"inputs": [f"{root}/a.jsonl"], "output": f"{root}/out", "exports": [{"format": "hf"}]}
+    r = client.post("/v1/jobs", json=body, headers=AUTH)  # exports read and write a local directory
+    assert r.status_code == 422 and "object store" in r.json()["detail"], r.text
 
 
 def test_missing_bucket_under_a_root_is_404_naming_it(
