@@ -15,12 +15,14 @@ from corpus.config import SelectionConfig
 from scoring.config import PairSpec, ScorerConfig
 from scoring.errors import ConfigError, InputError
 from scoring.protocols import ScorerSpec
-from scoring.proxy.cascade import CascadeSpec
-from scoring.proxy.model import CARD_NAME, ProxySpec
 
 
 def scorer_spec(choice: ScorerConfig, selection: SelectionConfig, pair: PairSpec | None) -> ScorerSpec:
     """The spec the job's workers build. `pair` is needed unless the proxy scores alone."""
+    # Here, not at import: the proxy pulls in transformers and scikit-learn, which a pair job never needs.
+    from scoring.proxy.cascade import CascadeSpec
+    from scoring.proxy.model import CARD_NAME, ProxySpec
+
     if choice.kind == "pair":
         if pair is None:
             raise ConfigError("the pair scores this job: give a teacher and a reference (or scorer=proxy:DIR)")

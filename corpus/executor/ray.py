@@ -42,7 +42,6 @@ from corpus.executor.base import (
 from scoring.config import PairSpec
 from scoring.errors import ConfigError, JobCancelledError
 from scoring.protocols import Scorer, ScorerSpec
-from scoring.proxy.cascade import CascadeSpec
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class RayExecutor(Executor):
 
     def _actor_resources(self, spec: ScorerSpec) -> dict[str, float]:
         cpus = 1.0
-        pair = spec.pair if isinstance(spec, CascadeSpec) else spec  # a cascade's actor runs its pair
+        pair = getattr(spec, "pair", spec)  # a cascade's actor runs its pair (CascadeSpec.pair)
         if isinstance(pair, PairSpec):
             cpus = self.options.cpus_per_actor(ray_pair(pair, self.options).engine)
         resources = {"num_cpus": cpus}

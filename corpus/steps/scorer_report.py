@@ -30,7 +30,6 @@ from corpus.readers import read_documents
 from corpus.scores import ShardScores, read_chunk_scores
 from scoring.errors import InputError
 from scoring.protocols import ScorerSpec
-from scoring.proxy.cascade import CascadeScorer
 
 _COLUMNS = ("row", "content_hash", "teacher_logprob", "score", "status")
 _MASK64 = (1 << 64) - 1
@@ -82,6 +81,8 @@ class ScorerReport:
         picked = sample.picked()
         if self.threshold is None or not picked:
             return {**audit, "documents": 0, "agreement": None, "estimated_selection_agreement": None}
+        from scoring.proxy.cascade import CascadeScorer  # here: a pair job never imports the proxy
+
         cascade = ctx.scorer()
         if not isinstance(cascade, CascadeScorer):
             raise TypeError(f"the audit needs the job's cascade scorer, not {type(cascade).__name__}")
