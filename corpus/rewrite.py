@@ -48,6 +48,7 @@ from corpus.report import REPORT_NAME, write_report
 from corpus.scorers import scorer_kind
 from corpus.scores import ShardScores, schema_b64, unify_fields
 from corpus.selection_files import KeptChunk
+from corpus.steps.groups import LabelGroups
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
 from corpus.steps.scorer_report import ScorerReport
 from corpus.steps.select_memory import SelectInMemory
@@ -180,8 +181,15 @@ class _Job:
     def select(self, shards: dict[int, ShardScores], upstream: str) -> Result:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
+        field = c.groups
+        if field is not None:
+            labels = LabelGroups(
+                self.out, self.inputs, tuple(sorted(shards.items())), field, c.text_field, c.id_field,
+                c.chunk_docs, name=f"groups-{_digest([{'field': field}])}-{upstream}",
+            )
+            self.executor.run(self.out, labels, cancel=self.cancel)
         step = SelectInMemory(
-            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed,
+            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed, field,
             name=f"select-{upstream}",
         )
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
@@ -251,11 +259,12 @@ def job_fingerprint(
     """Everything that decides the output bytes, and its digest (goes into the manifest)."""
     body: dict[str, Any] = {
         "engine": scorer_fingerprint,
-        "selection": config.selection.model_dump(mode="json"),
+        "selection": config.selection.record(),
         "seed": config.seed,
         "text_field": config.text_field,
         "id_field": config.id_field,
         "chunk_docs": config.chunk_docs,  # chunking decides batch composition, hence the last float bits
+        **({"group_field": config.group_field} if config.group_field is not None else {}),  # the report's groups
         "shard_rows": config.sizing[0],
         "shard_bytes": config.sizing[1],
         "code": {"reweigh": _version("reweigh"), "pyarrow": pa.__version__, "numpy": np.__version__},

@@ -26,6 +26,7 @@ from corpus.report import build_report, write_plots
 from corpus.sampler import HASH_BYTES, select
 from corpus.scores import SCORES_SCHEMA, ShardScores, read_chunk_scores
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
+from corpus.steps.groups import read_labels
 from scoring.protocols import ScorerSpec
 
 SELECTION_COLUMNS = (
@@ -47,6 +48,7 @@ class SelectInMemory:
     shards: tuple[tuple[int, ShardScores], ...]  # the scored input shards, by input index
     selection: SelectionConfig
     seed: int
+    group_field: str | None = None  # labels for stratification and the report's per-group shares
     name: str = "select"
     tasks: int = 1
     scorer: ScorerSpec | None = None
@@ -56,6 +58,8 @@ class SelectInMemory:
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         arrays, not_scored, chunks = load_arrays(self.out, self.inputs, self.shards)
+        field = self.group_field
+        groups = None if field is None else load_groups(self.out, self.inputs, field, chunks)
         sel = select(
             self.selection,
             score=arrays["score"],
@@ -64,6 +68,7 @@ class SelectInMemory:
             ok=arrays["ok"],
             content_hash=arrays["content_hash"],
             seed=self.seed,
+            groups=groups if self.selection.stratify_by is not None else None,
         )
         kept_chunks = []
         for (index, chunk), (lo, hi) in chunks:
@@ -85,14 +90,18 @@ class SelectInMemory:
             weight=sel.weight,
             dropped=sel.dropped,
             threshold=sel.threshold,
-            selection={**self.selection.model_dump(mode="json"), "seed": self.seed, "soft_scale": sel.scale},
+            selection={**self.selection.record(), "seed": self.seed, "soft_scale": sel.scale},
         )
+        if sel.strata is not None:
+            report["strata"] = sel.strata
         report["diagnostics"] = pair_diagnostics(
             teacher_logprob=arrays["teacher_logprob"],
             reference_logprob=arrays["reference_logprob"],
             score=arrays["score"],
             ok=arrays["ok"],
             repeats=sel.repeats,
+            groups=groups,
+            stratified=self.selection.stratify_by is not None,
         )
         write_plots(
             self.out,
@@ -136,6 +145,15 @@ def load_arrays(
         not_scored[status_kind(item["values"])] += item["counts"]
     arrays["content_hash"] = hash_prefixes(table.column("content_hash"), len(table))
     return arrays, dict(sorted(not_scored.items())), chunks
+
+
+def load_groups(
+    out: Path, inputs: tuple[str, ...], field: str, chunks: list[tuple[tuple[int, int], tuple[int, int]]]
+) -> npt.NDArray[np.str_]:
+    """The group labels of every scored chunk (corpus/steps/groups.py), aligned with `load_arrays`."""
+    labels = [read_labels(out, field, index, inputs[index], chunk) for (index, chunk), _ in chunks]
+    column = pa.chunked_array(labels, pa.string())
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
 
 
 def hash_prefixes(column: pa.ChunkedArray | pa.Array, n: int) -> npt.NDArray[np.bytes_]:
