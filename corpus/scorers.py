@@ -3,7 +3,8 @@
 The pair scores every document; a proxy scores every document without an LM (no log-probs); a
 cascade runs the proxy everywhere and the pair near the threshold of a top-ratio selection. What
 does not combine is refused here, naming both values: a teacher floor needs every document's teacher
-log-prob; a cascade's band surrounds a top-`ratio` threshold, so it needs a ratio to surround.
+log-prob; a cascade's band surrounds one top-`ratio` threshold, so it needs a ratio to surround and no
+strata (each with its own threshold).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def scorer_spec(choice: ScorerConfig, selection: SelectionConfig, pair: PairSpec
         raise ConfigError(
             f"cascade={choice.cascade!r} with {what}: the cascade's band surrounds the threshold of a "
             "top-fraction selection by ratio"
+        )
+    if selection.stratify_by is not None:
+        raise ConfigError(
+            f"cascade={choice.cascade!r} with stratify_by={selection.stratify_by!r}: each group has its own "
+            "threshold, and the cascade's band surrounds one (a proxy alone can stratify)"
         )
     if selection.effective_ratio >= 1.0:
         raise ConfigError(f"cascade={choice.cascade!r} with ratio={selection.ratio}: every document is kept, there is no threshold to refine")

@@ -184,6 +184,7 @@ def test_the_audit_sample_is_seeded_and_bounded(tiny_pair, scored, proxy_dir: Pa
         (("--cascade", "proxy:{p}", "--select", "soft"), "--cascade='proxy:"),
         (("--cascade", "proxy:{p}", "--keep-tokens", "100"), "--keep-tokens=100: the cascade's band surrounds"),
         (("--cascade", "proxy:{p}", "--ratio", "1.0"), "there is no threshold to refine"),
+        (("--cascade", "proxy:{p}", "--stratify-by", "source"), "--stratify-by='source': each group has its own"),
         (("--scorer", "proxy:{p}", "--min-teacher-logprob", "-5"), "--min-teacher-logprob=-5.0 needs the teacher's"),
         (("--scorer", "proxy:{p}", "--cascade", "proxy:{p}"), "exclude each other"),
         (("--scorer", "nonsense"), "--scorer='nonsense': expected proxy:DIR"),
