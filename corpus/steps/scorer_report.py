@@ -95,11 +95,15 @@ class ScorerReport:
         n = int(pair_ok.sum())
         false_keeps = int((pair_ok & proxy_keeps & ~pair_keeps).sum())
         false_drops = int((pair_ok & ~proxy_keeps & pair_keeps).sum())
-        # Scaled to the whole proxy-decided population: kept documents that a pair-only run would not
-        # keep, as a share of the kept (in-band documents agree: their number is the pair's).
+        # The kept set's agreement with a pair-only run, estimated: both keep `kept` documents, so the
+        # pair-only run's threshold moves until the misses on the two sides balance, and the documents
+        # that differ number about the larger side, scaled from the sample to the whole proxy-decided
+        # population (in-band documents carry the pair's own score, and the threshold is assumed to
+        # move only across documents near it). Checked against a real pair-only run in the README.
         estimate = None
         if n and self.kept:
-            estimate = max(0.0, 1.0 - false_keeps / n * population / self.kept)
+            differ = max(false_keeps, false_drops) / n * population
+            estimate = max(0.0, 1.0 - differ / self.kept)
         return {
             **audit,
             "documents": n,

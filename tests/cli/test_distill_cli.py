@@ -162,7 +162,7 @@ def test_rewrite_with_the_cascade(tiny_pair, scored, proxy_dir: Path, tmp_path: 
     assert audit["dropped_by_proxy_kept_by_pair"] == false_drops
     assert audit["agreement"] == pytest.approx(1 - (false_keeps + false_drops) / len(out_of_band))
     kept = report["documents"]["kept"]
-    assert audit["estimated_selection_agreement"] == pytest.approx(max(0.0, 1 - false_keeps / kept))
+    assert audit["estimated_selection_agreement"] == pytest.approx(max(0.0, 1 - max(false_keeps, false_drops) / kept))
 
 
 def test_the_audit_sample_is_seeded_and_bounded(tiny_pair, scored, proxy_dir: Path, tmp_path: Path) -> None:
