@@ -135,8 +135,8 @@ class ProgressBars:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
-    choice, pair = scorer_from_args(args, config)
     check_output_path(config.output, "--out", directory=True)
+    choice, pair = scorer_from_args(args, config)
     executor, pair = executor_from_args(args, pair)
     spec: ScorerSpec = scorer_spec(choice, config.selection, pair)
     bars = ProgressBars(len(config.inputs))
