@@ -17,6 +17,8 @@ from scoring.errors import ConfigError
 from scoring.strict import StrictModel
 
 PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+# An input field: a top-level key, or a dotted path into nested objects (corpus/groups.py).
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 DEFAULT_SHARD_BYTES = 64 << 20
 DEFAULT_CHUNK_DOCS = 1024
 
@@ -47,10 +49,8 @@ class SelectionConfig(StrictModel):
     min_teacher_logprob: float | None = None
     drop_duplicates: bool = True
     # stratification (corpus/stratify.py)
-    stratify_by: str | None = Field(
+    stratify_by: FieldName | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
         description="input field whose values are groups (e.g. source, or a dotted path such as "
         "meta.pile_set_name): select within each group, keeping the mixture of groups",
     )
@@ -135,10 +135,8 @@ class RewriteConfig(StrictModel):
         default="fail", description="an unreadable input shard stops the job, or is skipped and listed"
     )
     overwrite: bool = Field(default=False, description="replace a different job in the output directory")
-    group_field: str | None = Field(
+    group_field: FieldName | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
         description="input field (or dotted path) labelling each document's group, e.g. source: the report "
         "gives kept shares per group (selection.stratify_by implies it)",
     )

@@ -55,6 +55,8 @@ def _scalar_type(field: FieldInfo) -> tuple[type, list[Any] | None]:
     annotation = field.annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is typing.Annotated:  # constraints are the model's to check
+        annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) is Literal:
         choices = list(typing.get_args(annotation))
         return type(choices[0]), choices
