@@ -54,7 +54,7 @@ from corpus.steps.scorer_report import ScorerReport
 from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.write import PlanShards, WriteShards
 from corpus.writers import ShardCut, output_schema
-from scoring.errors import InputError, JobConflictError
+from scoring.errors import ConfigError, InputError, JobConflictError
 from scoring.protocols import ScorerSpec
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,11 @@ class _Job:
         confine.check(self.out)  # under the service's confinement: the output may have been swapped since submit
         scorer_fingerprint = self.executor.fingerprint(self.scorer)
         self.kind = scorer_kind(scorer_fingerprint)
-        if self.kind != "cascade":
-            self.audit_documents = 0  # only a cascade has a pair to audit with
+        if self.audit_documents and self.kind != "cascade":
+            raise ConfigError(
+                f"audit_documents={self.audit_documents} needs a cascade (a pair to audit the proxy with); "
+                f"this job's scorer is the {self.kind}"
+            )
         fingerprint = job_fingerprint(self.config, scorer_fingerprint, audit_documents=self.audit_documents)
         finished = self.claim(fingerprint)
         if finished is not None:

@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     spec: ScorerSpec = scorer_spec(choice, config.selection, pair)
     bars = ProgressBars(len(config.inputs))
     try:
-        result = run_rewrite(config, spec, executor=executor, progress=bars, audit_documents=choice.audit_documents)
+        audit = choice.audit_documents if choice.kind == "cascade" else 0
+        result = run_rewrite(config, spec, executor=executor, progress=bars, audit_documents=audit)
     finally:
         bars.close()
         executor.close()

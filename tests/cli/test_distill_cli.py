@@ -209,3 +209,15 @@ def test_rewrite_with_a_proxy_needs_no_pair_and_refuses_one(tiny_pair, scored, p
     assert "--teacher and --reference are required (or --scorer=proxy:DIR" in capsys.readouterr().err
     assert main([*argv[:1], "--scorer", f"proxy:{proxy_dir}", *_pair_args(tiny_pair), *argv[1:]]) == 2
     assert "--teacher and --reference are not used" in capsys.readouterr().err
+
+
+def test_an_audit_without_a_cascade_is_refused(scored, proxy_dir: Path, tmp_path: Path) -> None:
+    from corpus.config import RewriteConfig
+    from corpus.rewrite import run_rewrite
+    from scoring.errors import ConfigError
+    from scoring.proxy import ProxySpec
+
+    texts, _ = scored
+    config = RewriteConfig(inputs=[str(texts)], output=str(tmp_path / "job"))
+    with pytest.raises(ConfigError, match="audit_documents=5 needs a cascade .* this job's scorer is the proxy"):
+        run_rewrite(config, ProxySpec(str(proxy_dir)), audit_documents=5)
