@@ -219,5 +219,5 @@ def test_an_audit_without_a_cascade_is_refused(scored, proxy_dir: Path, tmp_path
 
     texts, _ = scored
     config = RewriteConfig(inputs=[str(texts)], output=str(tmp_path / "job"))
-    with pytest.raises(ConfigError, match="audit_documents=5 needs a cascade .* this job's scorer is the proxy"):
+    with pytest.raises(ConfigError, match=r"audit_documents=5 needs a cascade .* this job's scorer is the proxy"):
         run_rewrite(config, ProxySpec(str(proxy_dir)), audit_documents=5)
