@@ -25,6 +25,7 @@ SCORES_DIR = "scores"
 GROUPS_DIR = "groups"
 SELECTION_DIR = "selection"
 SHARDS_DIR = "shards"
+EXPORTS_DIR = "exports"  # the service's exports of the job (exports/<format>/): made from its manifest
 # Names a job owns in its directory: what --overwrite removes (and nothing else).
 OWNED = (
     JOB_FILE,
@@ -37,6 +38,7 @@ OWNED = (
     HISTOGRAM_NAME,
     SCATTER_NAME,
     MANIFEST_NAME,
+    EXPORTS_DIR,
 )
 
 
