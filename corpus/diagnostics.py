@@ -141,11 +141,17 @@ def pair_diagnostics(
 ) -> dict[str, Any]:
     """Rank correlations, regions and (with `groups`, one label per document) per-group shares over
     the scored documents, and the warnings they raise. A document counts as kept when repeated at
-    least once; `output_share` counts repeats."""
-    teacher, reference, value = teacher_logprob[ok], reference_logprob[ok], score[ok]
-    kept_repeats = repeats[ok]
-    kept = kept_repeats > 0
-    n = int(ok.sum())
+    least once; `output_share` counts repeats.
+
+    Correlations and regions need both log-probs, so they cover the documents the pair scored; those
+    a proxy scored (no log-probs: a proxy job, or a cascade outside its band) are counted apart, in
+    `proxy_scored` (present only when there are some, so a pair job's report is unchanged). In a
+    cascade the pair scored only the documents near the threshold, and the figures describe those.
+    Groups cover every scored document, whichever scorer scored it."""
+    pair_scored = ok & np.isfinite(teacher_logprob) & np.isfinite(reference_logprob)
+    teacher, reference, value = teacher_logprob[pair_scored], reference_logprob[pair_scored], score[pair_scored]
+    kept = repeats[pair_scored] > 0
+    n = int(pair_scored.sum())
     correlations = {
         "teacher_vs_reference": rank_correlation(teacher, reference),
         "score_vs_teacher": rank_correlation(value, teacher),
@@ -162,18 +168,24 @@ def pair_diagnostics(
         ),
         "warnings": pair_warnings(n, **correlations, score_constant=score_constant),
     }
+    proxy_scored = int((ok & np.isfinite(score)).sum()) - n
+    if proxy_scored:
+        result["proxy_scored"] = proxy_scored
     if groups is not None:
         labels = groups[ok]
+        kept_repeats = repeats[ok]
         total_repeats = int(kept_repeats.sum())
+        pair_labels = groups[pair_scored]
         per_group = {}
         for label in sorted(set(labels.tolist())):
             mask = labels == label
+            in_pair = pair_labels == label
             per_group[label] = {
-                **_kept_summary(mask, kept),
-                "input_share": int(mask.sum()) / n,
+                **_kept_summary(mask, kept_repeats > 0),
+                "input_share": int(mask.sum()) / len(labels),
                 "output_share": int(kept_repeats[mask].sum()) / total_repeats if total_repeats else None,
                 "teacher_vs_reference": (
-                    rank_correlation(teacher[mask], reference[mask]) if mask.sum() >= MIN_DOCUMENTS else None
+                    rank_correlation(teacher[in_pair], reference[in_pair]) if in_pair.sum() >= MIN_DOCUMENTS else None
                 ),
             }
         result["groups"] = per_group
@@ -221,7 +233,9 @@ def describe(diagnostics: dict[str, Any]) -> list[str]:
 
     corr = diagnostics["rank_correlations"]
     lines = [
-        "Pair diagnostics (Spearman): teacher vs reference "
+        "Pair diagnostics (Spearman"
+        + (f", over the {diagnostics['documents']} documents the pair scored" if diagnostics.get("proxy_scored") else "")
+        + "): teacher vs reference "
         f"{fmt(corr['teacher_vs_reference'])}, score vs teacher {fmt(corr['score_vs_teacher'])}, "
         f"score vs reference {fmt(corr['score_vs_reference'])}"
     ]

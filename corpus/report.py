@@ -103,7 +103,9 @@ def write_plots(
         fig.savefig(tmp, format="png", metadata=metadata)
     plt.close(fig)
 
-    idx = np.flatnonzero(ok)
+    # Only documents with both log-probs have a place in this picture (a proxy scores without them).
+    pair_scored = ok & np.isfinite(teacher_logprob) & np.isfinite(reference_logprob)
+    idx = np.flatnonzero(pair_scored)
     if len(idx) > SCATTER_POINTS:
         idx = np.sort(np.random.Generator(np.random.PCG64(seed)).choice(idx, SCATTER_POINTS, replace=False))
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
@@ -122,8 +124,8 @@ def write_plots(
         hi = float(max(reference_logprob[idx].max(), teacher_logprob[idx].max()))
         ax.plot([lo, hi], [lo, hi], color="#606060", linewidth=0.8, label="teacher = reference")
     title = "Teacher vs reference: kept and dropped"
-    if diagnostics is not None and ok.any():
-        _draw_regions(ax, teacher_logprob[ok], reference_logprob[ok], diagnostics)
+    if diagnostics is not None and pair_scored.any():
+        _draw_regions(ax, teacher_logprob[pair_scored], reference_logprob[pair_scored], diagnostics)
         rho = diagnostics["rank_correlations"]["teacher_vs_reference"]
         title += "\nSpearman(teacher, reference) " + ("undefined" if rho is None else f"{rho:.2f}")
         if diagnostics["warnings"]:

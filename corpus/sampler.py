@@ -13,7 +13,9 @@ Two methods (MiniPLM, Gu et al. 2025):
 
 Guards, applied first with either method: documents whose status is not ok, documents whose teacher
 log-prob is under a floor (text even the teacher finds implausible: noise), and exact duplicates
-(same content hash: the first occurrence is kept).
+(same content hash: the first occurrence is kept). A document scored by a proxy has a score but no
+teacher log-prob: it is selected on its score like any other, and a teacher floor refuses it (see
+`apply_guards`).
 """
 
 from __future__ import annotations
@@ -79,15 +81,7 @@ def select(
     if not all(len(a) == n for a in (teacher_a, tokens_a, ok_a, hash_a)):
         raise ValueError("score, teacher_logprob, n_tokens, ok and content_hash must have one length")
 
-    reason = np.full(n, NOT_SELECTED, dtype=np.uint8)
-    # A not-ok document may carry any placeholder; a NaN score on an "ok" one is still unusable.
-    ok_a = ok_a & np.isfinite(score_a) & np.isfinite(teacher_a)
-    reason[~ok_a] = NOT_OK
-    eligible = ok_a.copy()
-    if config.min_teacher_logprob is not None:
-        low = eligible & (teacher_a < config.min_teacher_logprob)
-        reason[low] = BELOW_TEACHER_FLOOR
-        eligible &= ~low
+    eligible, reason = apply_guards(config, score=score_a, teacher_logprob=teacher_a, ok=ok_a)
     if config.drop_duplicates:
         dup = eligible & ~_first_occurrences(hash_a, eligible)
         reason[dup] = DUPLICATE
@@ -165,6 +159,40 @@ def _stratified(
         info["tokens_out"] = int((r * t).sum())
         record[part.label] = info
     return weight, repeats, record
+
+
+def apply_guards(
+    config: SelectionConfig,
+    *,
+    score: npt.NDArray[np.float64],
+    teacher_logprob: npt.NDArray[np.float64],
+    ok: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
+    """The guards before deduplication (eligible mask, and NOT_OK / BELOW_TEACHER_FLOOR where they
+    drop; NOT_SELECTED elsewhere), shared by `select` and the distributed selection.
+
+    A document is usable when its status is ok and its score finite (a not-ok one may carry any
+    placeholder). Its teacher log-prob may be missing (NaN): a proxy scored it, and no LM ran. The
+    teacher floor is defined on the teacher's log-prob alone, so it refuses such documents by name
+    rather than guessing whether they would have cleared it (rewrite jobs refuse a floor with a
+    proxy or a cascade before anything runs).
+    """
+    reason = np.full(len(score), NOT_SELECTED, dtype=np.uint8)
+    usable = ok & np.isfinite(score)
+    reason[~usable] = NOT_OK
+    eligible = usable.copy()
+    if config.min_teacher_logprob is not None:
+        missing = int((eligible & ~np.isfinite(teacher_logprob)).sum())
+        if missing:
+            raise ConfigError(
+                f"min_teacher_logprob={config.min_teacher_logprob} needs the teacher's log-prob of every "
+                f"document, but {missing} were scored by a proxy (no teacher log-prob): drop the floor, "
+                "or score with the pair"
+            )
+        low = eligible & (teacher_logprob < config.min_teacher_logprob)
+        reason[low] = BELOW_TEACHER_FLOOR
+        eligible &= ~low
+    return eligible, reason
 
 
 def _first_occurrences(

@@ -3,7 +3,7 @@
 The same decisions as `corpus.sampler.select` (its in-memory oracle) for the guards and top-fraction
 (a ratio or a token budget), computed from passes over chunks that a worker each can run:
 
-1. Guards per chunk: not ok (status, non-finite score or teacher log-prob), under the teacher floor.
+1. Guards per chunk (`corpus.sampler.apply_guards`): not ok (status, non-finite score), under the teacher floor.
 2. Exact duplicates: each chunk scatters (content hash, global position) of its candidates into
    `partitions` files by hash prefix; each partition is sorted on its own, and every occurrence after
    the first (lowest position) is a duplicate; each chunk then reads back its own duplicates.
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from corpus.config import SelectionConfig
-from corpus.sampler import BELOW_TEACHER_FLOOR, DROP_REASONS, DUPLICATE, KEPT, NOT_OK, NOT_SELECTED
+from corpus.sampler import DROP_REASONS, DUPLICATE, KEPT, apply_guards
 from scoring.errors import ConfigError
 
 ROW_BITS = 20
@@ -84,15 +84,7 @@ def _hash_words(content_hash: npt.NDArray[np.bytes_]) -> tuple[npt.NDArray[np.ui
 
 
 def _guards(config: SelectionConfig, c: ChunkArrays) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
-    reason = np.full(len(c.score), NOT_SELECTED, dtype=np.uint8)
-    ok = c.ok & np.isfinite(c.score) & np.isfinite(c.teacher_logprob)
-    reason[~ok] = NOT_OK
-    eligible = ok.copy()
-    if config.min_teacher_logprob is not None:
-        low = eligible & (c.teacher_logprob < config.min_teacher_logprob)
-        reason[low] = BELOW_TEACHER_FLOOR
-        eligible &= ~low
-    return eligible, reason
+    return apply_guards(config, score=c.score, teacher_logprob=c.teacher_logprob, ok=c.ok)
 
 
 class DistributedSelection:

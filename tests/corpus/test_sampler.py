@@ -198,6 +198,23 @@ def test_nan_score_on_an_ok_row_is_not_ok() -> None:
     assert sel.repeats.tolist() == [1, 1, 0, 1]
 
 
+def test_proxy_scored_rows_are_selected_on_their_score_and_refused_by_a_teacher_floor() -> None:
+    # A proxy scores without log-probs (NaN teacher_logprob): such a document is eligible like any other.
+    data = corpus(6)
+    data["score"][:] = [0.5, 2.0, -1.0, 1.0, 0.0, 3.0]
+    data["teacher_logprob"][[1, 4]] = np.nan
+    sel = select(SelectionConfig(ratio=0.5), **data)
+    assert sel.repeats.tolist() == [0, 1, 0, 1, 0, 1]
+    assert sel.threshold == 1.0
+    # A floor is on the teacher's log-prob: it refuses rows that have none, rather than guess.
+    with pytest.raises(ConfigError, match=r"min_teacher_logprob=-10\.0 needs the teacher's log-prob of every document, but 2 were"):
+        select(SelectionConfig(ratio=0.5, min_teacher_logprob=-10.0), **data)
+    # ...unless no eligible row lacks one (a not-ok row may carry NaN anywhere).
+    data["ok"][[1, 4]] = False
+    sel = select(SelectionConfig(ratio=0.5, min_teacher_logprob=-10.0), **data)
+    assert sel.dropped == {"not_ok": 2, "not_selected": 2}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
