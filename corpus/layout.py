@@ -3,6 +3,7 @@
     job.json                      settings of the job (written first; a rerun must match it)
     scores/00000-<name>/          per input shard: chunk-NNNNN.parquet, one per chunk of chunk_docs rows
     selection/00000-<name>/       per input shard: the kept rows of each chunk and what is added to them
+    work/<select step>/           the selection passes' scratch files (dedup partitions), removed after
     steps/<step>/NNNNN.json       completion markers: a finished task's result (corpus/executor/base.py)
     shards/part-00000.parquet     kept documents: original fields + score columns, repeats, weight
     report.json, *.png            counts, quantiles, threshold; histogram and scatter
@@ -21,12 +22,14 @@ from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME
 JOB_FILE = "job.json"
 SCORES_DIR = "scores"
 SELECTION_DIR = "selection"
+WORK_DIR = "work"
 SHARDS_DIR = "shards"
 # Names a job owns in its directory: what --overwrite removes (and nothing else).
 OWNED = (
     JOB_FILE,
     SCORES_DIR,
     SELECTION_DIR,
+    WORK_DIR,
     STEPS_DIR,
     SHARDS_DIR,
     REPORT_NAME,

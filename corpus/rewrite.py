@@ -48,6 +48,7 @@ from corpus.report import REPORT_NAME, write_report
 from corpus.scores import ShardScores, schema_b64, unify_fields
 from corpus.selection_files import KeptChunk
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
+from corpus.steps.select import run_selection
 from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.write import PlanShards, WriteShards
 from corpus.writers import ShardCut, output_schema
@@ -162,10 +163,13 @@ class _Job:
     def select(self, shards: dict[int, ShardScores], upstream: str) -> Result:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
-        step = SelectInMemory(
-            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed,
-            name=f"select-{upstream}",
-        )
+        scored = tuple(sorted(shards.items()))
+        if c.selection.method == "top-fraction":
+            return run_selection(
+                self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
+                name=f"select-{upstream}", cancel=self.cancel,
+            )
+        step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, name=f"select-{upstream}")
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
         return result
 
