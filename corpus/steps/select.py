@@ -22,7 +22,7 @@ import math
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,9 @@ class _BlockPass:
 
     def reusable(self, result: Result) -> bool:
         return True
+
+    def run(self, rank: int, ctx: StepContext) -> Result:
+        raise NotImplementedError
 
     @property
     def work(self) -> Path:
@@ -437,20 +440,20 @@ def run_selection(
 ) -> Result:
     """Top-fraction selection over the scored chunks: what `SelectInMemory` returns and writes."""
     rows = sum(s.rows for _, s in shards)
-    passes = dict(
-        out=out,
-        inputs=inputs,
-        blocks=make_blocks(shards, chunk_docs, block_docs),
-        selection=selection,
-        partitions=min(256, max(1, math.ceil(rows / PARTITION_DOCS))),
-    )
+    blocks = make_blocks(shards, chunk_docs, block_docs)
+    partitions = min(256, max(1, math.ceil(rows / PARTITION_DOCS)))
 
-    def run(step: Step) -> list[Result]:
+    def run(kind: type[_BlockPass] | None, what: str, **extra: Any) -> list[Result]:
+        step: Step = (
+            kind(out, inputs, blocks, selection, partitions, f"{name}-{what}", **extra)
+            if kind is not None
+            else extra["step"]
+        )
         return executor.run(out, step, cancel=cancel)
 
-    scattered = run(Scatter(**passes, name=f"{name}-scatter"))  # type: ignore[arg-type]
+    scattered = run(Scatter, "scatter")
     if selection.drop_duplicates:
-        run(Dedup(**passes, name=f"{name}-dedup"))  # type: ignore[arg-type]
+        run(Dedup, "dedup")
     scored = sum(r["scored"] for r in scattered)
     ranges = [r["score_range"] for r in scattered if r["score_range"] is not None]
     score_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
@@ -458,20 +461,22 @@ def run_selection(
     cut = Query("score", "eligible", "tokens" if selection.keep_tokens is not None else "docs")
     stats: dict[str, dict[int, Query]] = {"score": {}, "teacher": {}, "reference": {}}
     if scored:
-        for column, ranks in (("score", quantile_ranks(scored, QUANTILES)), ("teacher", median_ranks(scored)), ("reference", median_ranks(scored))):
-            # Keys ascend as values descend: the r-th smallest is at descending position n-1-r.
-            stats[column] = {r: Query(column, "ok", target=scored - 1 - r) for r in ranks}
+        wanted = {"score": quantile_ranks(scored, QUANTILES), "teacher": median_ranks(scored)}
+        wanted["reference"] = wanted["teacher"]
+        for column, ranks in wanted.items():
+            # Keys ascend as values descend: the k-th smallest is at descending position n-1-k.
+            stats[column] = {k: Query(column, "ok", target=scored - 1 - k) for k in ranks}
     queries = [cut, *(q for by_rank in stats.values() for q in by_rank.values())]
     level = 0
     while active := [q for q in queries if not q.done]:
         probes = tuple(sorted({q.probe for q in active}))
-        results = run(Histograms(**passes, name=f"{name}-radix{level}", probes=probes))  # type: ignore[arg-type]
+        results = run(Histograms, f"radix{level}", probes=probes)
         merged = {}
         for i, probe in enumerate(probes):
             counts = np.zeros(1 << LEVEL_BITS[probe[3]], np.int64)
             units = np.zeros_like(counts)
-            for r in results:
-                digits, c, u = (unpack(text, np.int64) for text in r["histograms"][i])
+            for result in results:
+                digits, c, u = (unpack(text, np.int64) for text in result["histograms"][i])
                 counts[digits] += c
                 units[digits] += u
             merged[probe] = (counts, units)
@@ -486,11 +491,11 @@ def run_selection(
     probes = tuple(sorted({q.probe for q in gathered}))
     found: dict[Probe, list[npt.NDArray[Any]]] = {}
     if probes:
-        results = run(Gather(**passes, name=f"{name}-gather", probes=probes))  # type: ignore[arg-type]
+        results = run(Gather, "gather", probes=probes)
         dtypes = (np.uint64, np.uint64, np.uint64, np.int64, np.int64)
         for i, probe in enumerate(probes):
             found[probe] = [
-                np.concatenate([unpack(r["found"][i][k], dt) for r in results]) for k, dt in enumerate(dtypes)
+                np.concatenate([unpack(result["found"][i][k], dt) for result in results]) for k, dt in enumerate(dtypes)
             ]
     first_dropped = None
     if not cut.beyond:
@@ -499,24 +504,21 @@ def run_selection(
     values: dict[str, dict[int, float]] = {}
     for column, by_rank in stats.items():
         values[column] = {}
-        for r, q in by_rank.items():
+        for k, q in by_rank.items():
             assert q.target is not None
             if q.level == len(LEVEL_BITS):  # the prefix is the whole key
-                values[column][r] = key_value(q.prefix)
+                values[column][k] = key_value(q.prefix)
             else:
-                values[column][r] = key_value(int(np.sort(found[q.probe][0])[q.target - q.above]))
+                values[column][k] = key_value(int(np.sort(found[q.probe][0])[q.target - q.above]))
     medians = (numpy_median(scored, values["teacher"]), numpy_median(scored, values["reference"])) if scored else None
 
     bound = sample_bound(scored)
     kept_results = run(
-        Keep(  # type: ignore[arg-type]
-            **passes, name=f"{name}-keep", cut=first_dropped, medians=medians, score_range=score_range,
-            sample_below=bound, seed=seed,
-        )
+        Keep, "keep", cut=first_dropped, medians=medians, score_range=score_range, sample_below=bound, seed=seed
     )
     report, plots = _figures(scattered, kept_results, scored, values, medians, score_range)
     report["selection"] = {**selection.model_dump(mode="json"), "seed": seed, "soft_scale": None}
-    run(Plots(out, plots, work_dir(out, name), name=f"{name}-plots"))
+    run(None, "plots", step=Plots(out, plots, work_dir(out, name), name=f"{name}-plots"))
     return {"kept": [k for r in kept_results for k in r["kept"]], "report": report}
 
 
@@ -532,7 +534,7 @@ def _figures(
     not_scored: Counter[str] = Counter()
     for r in scattered:
         not_scored.update(r["not_scored"])
-    reasons = np.sum([r["reasons"] for r in kept], axis=0, dtype=np.int64)
+    reasons = [sum(column) for column in zip(*(r["reasons"] for r in kept), strict=True)]
     sums: Counter[str] = Counter()
     repeats_histogram: Counter[int] = Counter()
     for r in kept:

@@ -34,9 +34,9 @@ from corpus.report import (
     write_plots,
 )
 from corpus.sampler import HASH_BYTES, Selection, select
+from corpus.scores import SCORES_SCHEMA, ShardScores, read_chunk_scores
 from corpus.select_distributed import SAMPLE_SIZE, sample_bound, sample_key
 from corpus.select_distributed import positions as chunk_positions
-from corpus.scores import SCORES_SCHEMA, ShardScores, read_chunk_scores
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
 from scoring.protocols import ScorerSpec
 

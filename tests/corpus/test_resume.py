@@ -112,6 +112,7 @@ def test_sigkill_at_every_phase_then_resume_is_byte_identical(
         ("scores", "score_chunk", 3),  # mid-scoring, between chunks
         ("os", "replace", 4),  # a chunk written to its temporary name, not yet renamed
         ("markers", "write_json_atomic", 2),  # an input scored, its completion marker not written
+        ("select", "save_array", 1),  # dedup candidates scattered, nothing else of the selection
         ("select", "write_kept", 2),  # a block's first selection file written, not its marker
         ("select", "write_plots", 1),  # every selection file written, plots and marker not
         ("write", "write_bytes_atomic", 3),  # two output shards written

@@ -15,12 +15,12 @@ import corpus.select_distributed as sd
 import corpus.steps.select as select_step
 import corpus.steps.select_memory as select_memory
 from corpus.config import SelectionConfig
+from corpus.executor.base import StepContext
 from corpus.executor.local import LocalExecutor
 from corpus.report import QUANTILES
 from corpus.select_distributed import key_value, numpy_median, numpy_quantiles, order_key, quantile_ranks
 from corpus.steps.select import run_selection
 from corpus.steps.select_memory import SelectInMemory
-from corpus.executor.base import StepContext
 from scoring.errors import ConfigError
 from tests.corpus.synthetic_scores import write_synthetic_scores
 
