@@ -51,6 +51,7 @@ from corpus.report import (
 from corpus.sampler import DROP_REASONS, KEPT
 from corpus.scores import ShardScores, read_chunk_scores
 from corpus.select_distributed import (
+    DEDUP_DTYPE,
     LEVEL_BITS,
     SAMPLE_SIZE,
     ChunkArrays,
@@ -224,6 +225,7 @@ class Dedup(_BlockPass):
     def run(self, rank: int, ctx: StepContext) -> Result:
         entries = np.concatenate(
             [load_array(self.work / f"p{rank:04d}-b{b:06d}.npy") for b in range(len(self.blocks))]
+            or [np.empty(0, DEDUP_DTYPE)]
         )
         dups = duplicate_positions(entries)
         save_array(self.work / f"dups-{rank:04d}.npy", dups)
@@ -560,7 +562,7 @@ def _figures(
         selection={},
     )
     dtypes = (np.uint64, np.int64, np.float64, np.float64, np.float64, np.bool_)
-    sample = [np.concatenate([unpack(r["sample"][k], dt) for r in kept]) for k, dt in enumerate(dtypes)]
+    sample = [np.concatenate([unpack(r["sample"][k], dt) for r in kept] or [np.empty(0, dt)]) for k, dt in enumerate(dtypes)]
     order = np.argsort(sample[0], kind="stable")[:SAMPLE_SIZE]
     skey, pos, teacher, reference, score, kept_ = (a[order] for a in sample)
     by_position = np.argsort(pos, kind="stable")
@@ -585,7 +587,7 @@ def _figures(
     shown = shown[np.argsort(pos[shown], kind="stable")]
     teacher_max = max((r["teacher_max"] for r in scattered if r["teacher_max"] is not None), default=None)
     plots = PlotData(
-        histogram=np.sum([r["histogram"] for r in kept], axis=0, dtype=np.int64),
+        histogram=np.sum([r["histogram"] for r in kept] or [np.zeros(HISTOGRAM_BINS, np.int64)], axis=0, dtype=np.int64),
         edges=histogram_edges(*score_range) if score_range is not None else histogram_edges(0.0, 1.0),
         threshold=threshold,
         teacher=teacher[shown],

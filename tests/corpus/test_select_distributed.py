@@ -33,10 +33,12 @@ def _selection_files(out: Path) -> dict[str, Any]:
     return {str(p.relative_to(out)): pq.read_table(p).to_pylist() for p in sorted((out / "selection").rglob("*.parquet"))}
 
 
-def run_both(tmp_path: Path, config: SelectionConfig, *, decimals: int = 1, block_docs: int = 128) -> tuple[Any, Any]:
+def run_both(
+    tmp_path: Path, config: SelectionConfig, *, decimals: int = 1, block_docs: int = 128, rows: list[int] = ROWS
+) -> tuple[Any, Any]:
     got_dir, want_dir = tmp_path / "dist", tmp_path / "oracle"
-    shards = write_synthetic_scores(got_dir, INPUTS, ROWS, CHUNK_DOCS, seed=5, decimals=decimals)
-    write_synthetic_scores(want_dir, INPUTS, ROWS, CHUNK_DOCS, seed=5, decimals=decimals)
+    shards = write_synthetic_scores(got_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
+    write_synthetic_scores(want_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
     executor = LocalExecutor()
     got = run_selection(
         executor, got_dir, tuple(INPUTS), shards, CHUNK_DOCS, config, 11, name="select-x", block_docs=block_docs
@@ -80,6 +82,12 @@ def test_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch
     got, want = run_both(tmp_path, SelectionConfig(ratio=0.5), block_docs=64)
     assert got == want
     assert got["report"]["diagnostics"]["rank_correlations_sample"] == 50
+
+
+@pytest.mark.parametrize("rows", [[0, 0], [1, 0], [0, 2]])
+def test_empty_and_tiny_corpora_match_the_oracle(tmp_path: Path, rows: list[int]) -> None:
+    got, want = run_both(tmp_path, SelectionConfig(), rows=rows)
+    assert got == want
 
 
 def test_a_budget_over_the_corpus_is_refused_by_name(tmp_path: Path) -> None:
