@@ -48,8 +48,8 @@ from corpus.report import REPORT_NAME, write_report
 from corpus.scores import ShardScores, schema_b64, unify_fields
 from corpus.selection_files import KeptChunk
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
-from corpus.steps.select import run_selection
 from corpus.steps.select_memory import SelectInMemory
+from corpus.steps.select_run import run_selection
 from corpus.steps.write import PlanShards, WriteShards
 from corpus.writers import ShardCut, output_schema
 from scoring.errors import InputError, JobConflictError
@@ -164,7 +164,7 @@ class _Job:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
         scored = tuple(sorted(shards.items()))
-        if c.selection.method == "top-fraction":
+        if c.selection.method == "top-fraction" or c.selection.target_tokens is None:
             return run_selection(
                 self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
                 name=f"select-{upstream}", cancel=self.cancel,

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import base64
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from corpus.config import SelectionConfig
-from corpus.sampler import BELOW_TEACHER_FLOOR, DUPLICATE, NOT_OK, NOT_SELECTED
+from corpus.sampler import BELOW_TEACHER_FLOOR, DUPLICATE, NOT_OK, NOT_SELECTED, Draw, soft_weights
 from scoring.errors import ConfigError
 
 ROW_BITS = 20
@@ -282,6 +282,33 @@ def numpy_median(n: int, order_stat: dict[int, float]) -> float:
     return float(np.mean(np.array([order_stat[r] for r in ranks])))
 
 
+# ------------------------------------------------------------------------------------ soft
+
+
+@dataclass(frozen=True)
+class SoftKeep:
+    """What the keep pass needs to give each chunk's eligible documents their soft weights and
+    repeats: the solved scale, the best eligible score, and the draw's span of each chunk (in job
+    order: where its cumulative fractions start and end, and whether it takes points past the end)."""
+
+    log_c: float
+    best: float
+    draw: Draw
+    spans: tuple[tuple[float, float, bool], ...]
+
+    def chunk(
+        self, g: int, score: npt.NDArray[np.float64], eligible: npt.NDArray[np.bool_], config: SelectionConfig
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        idx = np.flatnonzero(eligible)
+        w = soft_weights((score[idx] - self.best) / config.temperature, self.log_c, config)
+        base = np.floor(w).astype(np.int64)
+        repeats = np.zeros(len(score), np.int64)
+        weight = np.zeros(len(score), np.float64)
+        repeats[idx] = base + self.draw.chunk_extras(w - base, *self.spans[g])
+        weight[idx] = w
+        return repeats, weight
+
+
 # ------------------------------------------------------------------------------------ transport
 
 
@@ -293,13 +320,3 @@ def pack(array: npt.NDArray[Any]) -> str:
 def unpack(text: str, dtype: Any) -> npt.NDArray[Any]:
     return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=dtype)
 
-
-@dataclass
-class Sums:
-    """Order-independent totals of integers over blocks (merged by the driver)."""
-
-    values: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: dict[str, int]) -> None:
-        for k, v in other.items():
-            self.values[k] = self.values.get(k, 0) + int(v)

@@ -1,4 +1,4 @@
-"""Step 2, distributed: top-fraction selection as passes of per-block tasks (corpus/select_distributed.py).
+"""Step 2, distributed: selection as passes of per-block tasks (corpus/select_distributed.py).
 
 A block is a run of consecutive scores chunks (about BLOCK_DOCS documents). The passes, each a step
 the executor runs (so each task has its completion marker, and a killed job resumes):
@@ -7,10 +7,11 @@ the executor runs (so each task has its completion marker, and a killed job resu
     dedup        per partition: the positions of duplicates (every occurrence after the first)
     radix<L>     per block: histograms of the sought keys' next digits (the driver descends)
     gather       per block: the documents of the bins the queries ended in (at most BRACKET_LIMIT)
+    soft-*       soft selection: eligible totals, the scale's bisection, per-chunk sums (select_soft.py)
     keep         per block: the kept rows of each chunk (selection files) and the report's reductions
     plots        one task: the plots, from the merged histogram and sample; removes the work files
 
-The driver (`run_selection`) holds only what the tasks return: counts, sparse histograms, the
+The driver (`run_selection`, corpus/steps/select_run.py) holds only what the tasks return: counts, sparse histograms, the
 bracket, a bounded sample, and one entry per kept chunk.
 """
 
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import shutil
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,52 +32,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpus.config import SelectionConfig
-from corpus.diagnostics import REGIONS, assemble, correlations, kept_summary, region_masks, score_is_constant
-from corpus.executor.base import Executor, Result, Step, StepContext
+from corpus.diagnostics import REGIONS, region_masks
+from corpus.executor.base import Result, StepContext
 from corpus.fsutil import write_bytes_atomic
 from corpus.layout import WORK_DIR, scores_dir
 from corpus.readers import status_kind
 from corpus.report import (
     HISTOGRAM_BINS,
-    QUANTILES,
-    SCATTER_POINTS,
     PlotData,
-    build_report,
     histogram_counts,
-    histogram_edges,
     write_plots,
 )
 from corpus.sampler import DROP_REASONS, KEPT
-from corpus.scores import ShardScores, read_chunk_scores
+from corpus.scores import read_chunk_scores
 from corpus.select_distributed import (
     DEDUP_DTYPE,
     LEVEL_BITS,
-    SAMPLE_SIZE,
     ChunkArrays,
     Probe,
-    Query,
+    SoftKeep,
     before_cut,
-    cut_target,
-    descend,
     duplicate_positions,
-    exact_cut,
     guards,
     hash_words,
-    key_value,
     level_digits,
     mark_duplicates,
-    median_ranks,
-    numpy_median,
-    numpy_quantiles,
     order_key,
     pack,
     positions,
-    quantile_ranks,
-    sample_bound,
     sample_key,
     scatter_entries,
     under_prefix,
-    unpack,
 )
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
 from corpus.steps.select_memory import SELECTION_COLUMNS, hash_prefixes
@@ -142,6 +126,7 @@ class _BlockPass:
     selection: SelectionConfig
     partitions: int
     name: str
+    work: Path  # the selection's scratch files (work_dir)
 
     @property
     def tasks(self) -> int:
@@ -156,10 +141,6 @@ class _BlockPass:
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         raise NotImplementedError
-
-    @property
-    def work(self) -> Path:
-        return work_dir(self.out, self.name.rsplit("-", 1)[0])
 
     def chunks(self, rank: int) -> Iterator[tuple[tuple[int, int, int], LoadedChunk, npt.NDArray[np.bool_], npt.NDArray[np.uint8]]]:
         """((chunk in job order, input, chunk), its arrays, eligible, reason) per chunk of block `rank`."""
@@ -309,7 +290,8 @@ class Gather(_BlockPass):
 class Keep(_BlockPass):
     """The final pass: every chunk's kept rows (its selection file) and the report's reductions."""
 
-    cut: tuple[int, int, int, int] | None = None  # the first document not kept; None: all eligible kept
+    cut: tuple[int, int, int, int] | None = None  # top-fraction: the first document not kept; None: all
+    soft: SoftKeep | None = None  # soft: the scale and where the draw's points fall, per chunk
     medians: tuple[float, float] | None = None  # teacher, reference over the scored documents
     score_range: tuple[float, float] | None = None
     sample_below: int = 2**64
@@ -329,15 +311,19 @@ class Keep(_BlockPass):
             c, n = loaded.arrays, len(loaded.arrays.ok)
             key, pos = order_key(c.score), positions(g, n)
             hi, lo = hash_words(c.content_hash)
-            kept = eligible if self.cut is None else eligible & before_cut(self.cut, key, hi, lo, pos)
-            repeats, weight = kept.astype(np.int64), kept.astype(np.float64)
+            if self.soft is not None:
+                repeats, weight = self.soft.chunk(g, c.score, eligible, self.selection)
+                kept = repeats > 0
+            else:
+                kept = eligible if self.cut is None else eligible & before_cut(self.cut, key, hi, lo, pos)
+                repeats, weight = kept.astype(np.int64), kept.astype(np.float64)
             reason[kept] = KEPT
             reasons += np.bincount(reason, minlength=len(DROP_REASONS))
             rows = np.flatnonzero(kept)
             if len(rows):
                 j = rows[np.lexsort((pos[rows], lo[rows], hi[rows], key[rows]))[-1]]
                 mine = (int(key[j]), int(hi[j]), int(lo[j]), int(pos[j]))
-                if last is None or mine > tuple(last[:4]):
+                if self.soft is None and (last is None or mine > tuple(last[:4])):
                     last = [*mine, float(c.score[j])]
                 self._write(loaded, KeptChunk(index, chunk, len(rows)), rows, repeats, weight)
                 kept_chunks.append([index, chunk, len(rows)])
@@ -415,187 +401,3 @@ class Plots:
         with contextlib.suppress(OSError):  # other selections' work may still be there
             self.work.parent.rmdir()
         return {}
-
-
-# ------------------------------------------------------------------------------------ the driver
-
-
-def make_blocks(shards: tuple[tuple[int, ShardScores], ...], chunk_docs: int, block_docs: int) -> tuple[Block, ...]:
-    chunks = [(index, chunk) for index, shard in shards for chunk in range(shard.chunks)]
-    numbered = [(g, index, chunk) for g, (index, chunk) in enumerate(chunks)]
-    per_block = max(1, block_docs // chunk_docs)
-    return tuple(tuple(numbered[i : i + per_block]) for i in range(0, len(numbered), per_block))
-
-
-def run_selection(
-    executor: Executor,
-    out: Path,
-    inputs: tuple[str, ...],
-    shards: tuple[tuple[int, ShardScores], ...],
-    chunk_docs: int,
-    selection: SelectionConfig,
-    seed: int,
-    *,
-    name: str,
-    cancel: threading.Event | None = None,
-    block_docs: int = BLOCK_DOCS,
-) -> Result:
-    """Top-fraction selection over the scored chunks: what `SelectInMemory` returns and writes."""
-    rows = sum(s.rows for _, s in shards)
-    blocks = make_blocks(shards, chunk_docs, block_docs)
-    partitions = min(256, max(1, math.ceil(rows / PARTITION_DOCS)))
-
-    def run(kind: type[_BlockPass] | None, what: str, **extra: Any) -> list[Result]:
-        step: Step = (
-            kind(out, inputs, blocks, selection, partitions, f"{name}-{what}", **extra)
-            if kind is not None
-            else extra["step"]
-        )
-        return executor.run(out, step, cancel=cancel)
-
-    scattered = run(Scatter, "scatter")
-    if selection.drop_duplicates:
-        run(Dedup, "dedup")
-    scored = sum(r["scored"] for r in scattered)
-    ranges = [r["score_range"] for r in scattered if r["score_range"] is not None]
-    score_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
-
-    cut = Query("score", "eligible", "tokens" if selection.keep_tokens is not None else "docs")
-    stats: dict[str, dict[int, Query]] = {"score": {}, "teacher": {}, "reference": {}}
-    if scored:
-        wanted = {"score": quantile_ranks(scored, QUANTILES), "teacher": median_ranks(scored)}
-        wanted["reference"] = wanted["teacher"]
-        for column, ranks in wanted.items():
-            # Keys ascend as values descend: the k-th smallest is at descending position n-1-k.
-            stats[column] = {k: Query(column, "ok", target=scored - 1 - k) for k in ranks}
-    queries = [cut, *(q for by_rank in stats.values() for q in by_rank.values())]
-    level = 0
-    while active := [q for q in queries if not q.done]:
-        probes = tuple(sorted({q.probe for q in active}))
-        results = run(Histograms, f"radix{level}", probes=probes)
-        merged = {}
-        for i, probe in enumerate(probes):
-            counts = np.zeros(1 << LEVEL_BITS[probe[3]], np.int64)
-            units = np.zeros_like(counts)
-            for result in results:
-                digits, c, u = (unpack(text, np.int64) for text in result["histograms"][i])
-                counts[digits] += c
-                units[digits] += u
-            merged[probe] = (counts, units)
-        for q in active:
-            counts, units = merged[q.probe]
-            if q.target is None:  # the cut: its target comes from the eligible totals
-                q.target = cut_target(selection, int(counts.sum()), int(units.sum()))
-            descend(q, counts, units)
-        level += 1
-
-    gathered = [q for q in queries if not q.beyond and (q is cut or q.level < len(LEVEL_BITS))]
-    probes = tuple(sorted({q.probe for q in gathered}))
-    found: dict[Probe, list[npt.NDArray[Any]]] = {}
-    if probes:
-        results = run(Gather, "gather", probes=probes)
-        dtypes = (np.uint64, np.uint64, np.uint64, np.int64, np.int64)
-        for i, probe in enumerate(probes):
-            found[probe] = [
-                np.concatenate([unpack(result["found"][i][k], dt) for result in results]) for k, dt in enumerate(dtypes)
-            ]
-    first_dropped = None
-    if not cut.beyond:
-        assert cut.target is not None
-        first_dropped = exact_cut(cut.above, cut.target, *found[cut.probe])
-    values: dict[str, dict[int, float]] = {}
-    for column, by_rank in stats.items():
-        values[column] = {}
-        for k, q in by_rank.items():
-            assert q.target is not None
-            if q.level == len(LEVEL_BITS):  # the prefix is the whole key
-                values[column][k] = key_value(q.prefix)
-            else:
-                values[column][k] = key_value(int(np.sort(found[q.probe][0])[q.target - q.above]))
-    medians = (numpy_median(scored, values["teacher"]), numpy_median(scored, values["reference"])) if scored else None
-
-    bound = sample_bound(scored)
-    kept_results = run(
-        Keep, "keep", cut=first_dropped, medians=medians, score_range=score_range, sample_below=bound, seed=seed
-    )
-    report, plots = _figures(scattered, kept_results, scored, values, medians, score_range)
-    report["selection"] = {**selection.model_dump(mode="json"), "seed": seed, "soft_scale": None}
-    run(None, "plots", step=Plots(out, plots, work_dir(out, name), name=f"{name}-plots"))
-    return {"kept": [k for r in kept_results for k in r["kept"]], "report": report}
-
-
-def _figures(
-    scattered: list[Result],
-    kept: list[Result],
-    scored: int,
-    values: dict[str, dict[int, float]],
-    medians: tuple[float, float] | None,
-    score_range: tuple[float, float] | None,
-) -> tuple[dict[str, Any], PlotData]:
-    """The report (less `selection`) and the plots' data, merged from the blocks' reductions."""
-    not_scored: Counter[str] = Counter()
-    for r in scattered:
-        not_scored.update(r["not_scored"])
-    reasons = [sum(column) for column in zip(*(r["reasons"] for r in kept), strict=True)]
-    sums: Counter[str] = Counter()
-    repeats_histogram: Counter[int] = Counter()
-    for r in kept:
-        sums.update(r["sums"])
-        repeats_histogram.update({int(k): v for k, v in r["repeats_histogram"].items()})
-    lasts = [r["last"] for r in kept if r["last"] is not None]
-    threshold = max(lasts, key=lambda last: tuple(last[:4]))[4] if lasts else None
-    weights = [w for r in kept if r["weight_range"] is not None for w in r["weight_range"]]
-    report = build_report(
-        documents_in=sum(r["rows"] for r in scattered),
-        scored=scored,
-        not_scored=dict(not_scored),
-        kept=sums["kept"],
-        out_with_repeats=sums["out_with_repeats"],
-        dropped={DROP_REASONS[i]: int(n) for i, n in enumerate(reasons) if i != KEPT and n},
-        tokens_in=sums["tokens_in"],
-        tokens_kept=sums["tokens_kept"],
-        tokens_out=sums["tokens_out"],
-        score_quantiles=numpy_quantiles(scored, QUANTILES, values["score"]) if scored else None,
-        threshold=threshold,
-        repeats_histogram=dict(repeats_histogram),
-        weight_range=(min(weights), max(weights)) if weights else None,
-        selection={},
-    )
-    dtypes = (np.uint64, np.int64, np.float64, np.float64, np.float64, np.bool_)
-    sample = [np.concatenate([unpack(r["sample"][k], dt) for r in kept] or [np.empty(0, dt)]) for k, dt in enumerate(dtypes)]
-    order = np.argsort(sample[0], kind="stable")[:SAMPLE_SIZE]
-    skey, pos, teacher, reference, score, kept_ = (a[order] for a in sample)
-    by_position = np.argsort(pos, kind="stable")
-    regions = None
-    if scored:
-        merged = {name: [0, 0] for name in REGIONS}
-        for r in kept:
-            for name, (docs, k) in r["regions"].items():
-                merged[name][0] += docs
-                merged[name][1] += k
-        regions = {name: kept_summary(*merged[name]) for name in REGIONS}
-    assert score_range is not None or not scored
-    diagnostics = assemble(
-        scored,
-        correlations(teacher[by_position], reference[by_position], score[by_position]),
-        regions,
-        score_range is not None and score_is_constant(scored, *score_range),
-        None if scored <= SAMPLE_SIZE else len(order),
-    )
-    report["diagnostics"] = diagnostics
-    shown = np.arange(min(len(skey), SCATTER_POINTS))  # the lowest sample keys, then by position
-    shown = shown[np.argsort(pos[shown], kind="stable")]
-    teacher_max = max((r["teacher_max"] for r in scattered if r["teacher_max"] is not None), default=None)
-    plots = PlotData(
-        histogram=np.sum([r["histogram"] for r in kept] or [np.zeros(HISTOGRAM_BINS, np.int64)], axis=0, dtype=np.int64),
-        edges=histogram_edges(*score_range) if score_range is not None else histogram_edges(0.0, 1.0),
-        threshold=threshold,
-        teacher=teacher[shown],
-        reference=reference[shown],
-        kept=kept_[shown],
-        teacher_median=medians[0] if medians else None,
-        reference_median=medians[1] if medians else None,
-        teacher_max=teacher_max,
-        diagnostics=diagnostics,
-    )
-    return report, plots

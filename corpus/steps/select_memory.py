@@ -76,6 +76,7 @@ class SelectInMemory:
             ok=arrays["ok"],
             content_hash=arrays["content_hash"],
             seed=self.seed,
+            chunk_starts=[lo for _, (lo, _) in chunks] or [0],
         )
         kept_chunks = []
         for (index, chunk), (lo, hi) in chunks:

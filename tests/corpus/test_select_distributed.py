@@ -19,8 +19,8 @@ from corpus.executor.base import StepContext
 from corpus.executor.local import LocalExecutor
 from corpus.report import QUANTILES
 from corpus.select_distributed import key_value, numpy_median, numpy_quantiles, order_key, quantile_ranks
-from corpus.steps.select import run_selection
 from corpus.steps.select_memory import SelectInMemory
+from corpus.steps.select_run import run_selection
 from scoring.errors import ConfigError
 from tests.corpus.synthetic_scores import write_synthetic_scores
 
@@ -56,6 +56,9 @@ CONFIGS = [
     SelectionConfig(ratio=1.0),
     SelectionConfig(keep_tokens=20_000),
     SelectionConfig(ratio=0.7, drop_duplicates=False),
+    SelectionConfig(method="soft"),
+    SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=300),
+    SelectionConfig(method="soft", min_weight=0.1, drop_duplicates=False, target_documents=800),
 ]
 
 
