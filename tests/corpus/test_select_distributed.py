@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import corpus.select_distributed as sd
-import corpus.steps.select as select_step
 import corpus.steps.select_memory as select_memory
+import corpus.steps.select_run as select_run
 from corpus.config import SelectionConfig
 from corpus.executor.base import StepContext
 from corpus.executor.local import LocalExecutor
@@ -80,7 +80,7 @@ def test_exact_ties_take_every_radix_level_then_break_by_hash(tmp_path: Path, mo
 
 
 def test_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (sd, select_step, select_memory):
+    for module in (sd, select_run, select_memory):
         monkeypatch.setattr(module, "SAMPLE_SIZE", 50)
     got, want = run_both(tmp_path, SelectionConfig(ratio=0.5), block_docs=64)
     assert got == want
