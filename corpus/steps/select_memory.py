@@ -2,7 +2,7 @@
 
 ~73 bytes per document at rest and a few times that while selecting: this is the oracle the
 distributed selection (corpus/steps/select.py, what jobs run) is tested against, and what soft
-selection still runs on. It writes what the distributed one writes: per-chunk kept files, plots and
+selection with a token target still runs on. It writes what the distributed one writes: per-chunk kept files, plots and
 a report, with the same figures (`figures`), computed here over every document at once.
 """
 
