@@ -247,27 +247,29 @@ def score_pool(engine: ScoringEngine, texts: Sequence[str]) -> PoolScores:
     )
 
 
-def _select(config: SelectionConfig, by: npt.NDArray[np.float64], scores: PoolScores, seed: int, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+def _select(
+    config: SelectionConfig, by: npt.NDArray[np.float64], scores: PoolScores, seed: int, groups: Sequence[str] | None = None
+) -> npt.NDArray[np.int64]:
     return select(
         config,
         score=by,
         teacher_logprob=scores.teacher,
         n_tokens=scores.n_tokens,
-        ok=scores.ok & mask,
+        ok=scores.ok,
         content_hash=scores.hashes,
         seed=seed,
+        groups=None if groups is None else np.array(groups),
     ).repeats
 
 
 def choose(method: str, scores: PoolScores, pool: Pool, seed: int, tau: float = 1.0) -> npt.NDArray[np.int64]:
     """Repeats per pool document: the selection step. All but (a) and (o) go through the project's
-    sampler; (b') runs it once per source (the project's stratified selection is still to come).
+    sampler; (b') is its stratified selection (`stratify_by`: the top half of each source).
 
     The exact-duplicate guard is off for every method: the question is what the score does, and
     the noisy documents are built to differ byte-wise anyway.
     """
     n = len(pool.kinds)
-    everything = np.ones(n, dtype=bool)
     if method == "uniform":
         repeats = np.zeros(n, dtype=np.int64)
         repeats[np.random.default_rng(seed).choice(n, size=n // 2, replace=False)] = 1
@@ -276,21 +278,17 @@ def choose(method: str, scores: PoolScores, pool: Pool, seed: int, tau: float = 
         return np.array([1 if k == CLEAN else 0 for k in pool.kinds], dtype=np.int64)
     top_half = SelectionConfig(method="top-fraction", ratio=0.5, drop_duplicates=False)
     if method == "difference":
-        return _select(top_half, scores.score, scores, seed, everything)
+        return _select(top_half, scores.score, scores, seed)
     if method == "reference-ppl":
-        return _select(top_half, scores.reference, scores, seed, everything)
+        return _select(top_half, scores.reference, scores, seed)
     if method == "teacher-ppl":
-        return _select(top_half, scores.teacher, scores, seed, everything)
+        return _select(top_half, scores.teacher, scores, seed)
     if method == "difference-stratified":
-        sources = np.array(pool.sources)
-        repeats = np.zeros(n, dtype=np.int64)
-        for source in sorted(set(pool.sources)):
-            mask = sources == source
-            repeats[mask] = _select(top_half, scores.score, scores, seed, mask)[mask]
-        return repeats
+        stratified = top_half.model_copy(update={"stratify_by": "source"})
+        return _select(stratified, scores.score, scores, seed, pool.sources)
     if method == "soft":
         soft = SelectionConfig(method="soft", temperature=tau, target_documents=n // 2, drop_duplicates=False)
-        return _select(soft, scores.score, scores, seed, everything)
+        return _select(soft, scores.score, scores, seed)
     raise ValueError(f"unknown method {method!r}")
 
 

@@ -105,7 +105,10 @@ def select(out: Path, mode: str, config: SelectionConfig, chunk_docs: int, per_i
 
 
 def _subprocess(args: list[str]) -> str:
-    return subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True).stdout
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args[-2:])} failed:\n{done.stderr}")
+    return done.stdout
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ default and one validation wherever it is given.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -17,6 +17,8 @@ from scoring.errors import ConfigError
 from scoring.strict import StrictModel
 
 PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+# An input field: a top-level key, or a dotted path into nested objects (corpus/groups.py).
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 DEFAULT_SHARD_BYTES = 64 << 20
 DEFAULT_CHUNK_DOCS = 1024
 
@@ -46,6 +48,18 @@ class SelectionConfig(StrictModel):
     # guards
     min_teacher_logprob: float | None = None
     drop_duplicates: bool = True
+    # stratification (corpus/stratify.py)
+    stratify_by: FieldName | None = Field(
+        default=None,
+        description="input field whose values are groups (e.g. source, or a dotted path such as "
+        "meta.pile_set_name): select within each group, keeping the mixture of groups",
+    )
+    group_shares: dict[Annotated[str, StringConstraints(max_length=4096)], float] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="with stratify_by: output share per group, e.g. python-docs=0.3,bible=0.2; "
+        "unlisted groups share the rest in proportion to their size",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SelectionConfig:
@@ -72,11 +86,31 @@ class SelectionConfig(StrictModel):
             )
         if self.min_teacher_logprob is not None and not math.isfinite(self.min_teacher_logprob):
             raise ConfigError(f"min_teacher_logprob={self.min_teacher_logprob} must be finite")
+        if self.group_shares is not None:
+            self._check_shares(self.group_shares)
         return self
+
+    def _check_shares(self, shares: dict[str, float]) -> None:
+        if self.stratify_by is None:
+            raise ConfigError("group_shares needs stratify_by: the field whose values the shares are for")
+        for group, share in shares.items():
+            if not (0.0 < share <= 1.0):
+                raise ConfigError(f"group_shares[{group!r}]={share} must be in (0, 1]")
+        if sum(shares.values()) > 1.0 + 1e-9:
+            raise ConfigError(f"group_shares sum to {sum(shares.values()):g}: they must not exceed 1")
 
     @property
     def effective_ratio(self) -> float:
         return 0.5 if self.ratio is None and self.keep_tokens is None else (self.ratio or 0.0)
+
+    def record(self) -> dict[str, Any]:
+        """The config as fingerprints and reports hold it. Stratification appears only when used,
+        so jobs that do not use it keep the bytes (and digests) they had before it existed."""
+        data = self.model_dump(mode="json")
+        for name in ("stratify_by", "group_shares"):
+            if data[name] is None:
+                del data[name]
+        return data
 
 
 class RewriteConfig(StrictModel):
@@ -101,6 +135,11 @@ class RewriteConfig(StrictModel):
         default="fail", description="an unreadable input shard stops the job, or is skipped and listed"
     )
     overwrite: bool = Field(default=False, description="replace a different job in the output directory")
+    group_field: FieldName | None = Field(
+        default=None,
+        description="input field (or dotted path) labelling each document's group, e.g. source: the report "
+        "gives kept shares per group (selection.stratify_by implies it)",
+    )
     chunk_docs: int = Field(
         default=DEFAULT_CHUNK_DOCS,
         ge=1,
@@ -111,12 +150,23 @@ class RewriteConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> RewriteConfig:
+        strata = self.selection.stratify_by
+        if self.group_field is not None and strata is not None and self.group_field != strata:
+            raise ConfigError(
+                f"group_field={self.group_field!r} and stratify_by={strata!r} name different fields: "
+                "the groups a job reports are the groups it stratifies by"
+            )
         seen: set[str] = set()
         for p in self.inputs:
             if p in seen:
                 raise ConfigError(f"input {p!r} is listed twice")
             seen.add(p)
         return self
+
+    @property
+    def groups(self) -> str | None:
+        """The field labelling groups: for stratification, or for the report alone."""
+        return self.selection.stratify_by or self.group_field
 
     @property
     def sizing(self) -> tuple[int | None, int | None]:

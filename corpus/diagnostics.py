@@ -176,6 +176,7 @@ def pair_diagnostics(
     repeats: npt.NDArray[np.int64],
     groups: npt.NDArray[np.str_] | None = None,
     sample: npt.NDArray[np.bool_] | None = None,
+    stratified: bool = False,
 ) -> dict[str, Any]:
     """Rank correlations, regions and (with `groups`, one label per document) per-group shares over
     the scored documents, and the warnings they raise. A document counts as kept when repeated at
@@ -205,9 +206,45 @@ def pair_diagnostics(
                 **_kept_summary(mask, kept),
                 "input_share": int(mask.sum()) / n,
                 "output_share": int(kept_repeats[mask].sum()) / total_repeats if total_repeats else None,
+                "teacher_vs_reference": (
+                    rank_correlation(teacher[mask], reference[mask]) if mask.sum() >= MIN_DOCUMENTS else None
+                ),
             }
         result["groups"] = per_group
+        result["warnings"] = _within_groups(
+            result["warnings"], corr["teacher_vs_reference"], per_group, stratified
+        )
     return result
+
+
+def _within_groups(
+    warnings: list[dict[str, str]], overall: float | None, per_group: dict[str, dict[str, Any]], stratified: bool
+) -> list[dict[str, str]]:
+    """A pair that disagrees over the corpus may agree inside each group: the models then differ on
+    which group is easy (a teacher that knows one source well), not on which text within a source is.
+    The difference score then still ranks well within groups, and stratifying puts it to use (a job
+    that already stratifies by these groups needs no warning)."""
+    within = {g: v["teacher_vs_reference"] for g, v in per_group.items() if v["teacher_vs_reference"] is not None}
+    if overall is None or not within or not any(w["code"] == "pair_disagrees" for w in warnings):
+        return warnings
+    sizes = {g: per_group[g]["documents"] for g in within}
+    mean = sum(within[g] * sizes[g] for g in within) / sum(sizes.values())
+    if mean < AGREEMENT:
+        return warnings
+    if stratified:
+        return [w for w in warnings if w["code"] != "pair_disagrees"]
+    listed = ", ".join(f"{g} {r:+.2f}" for g, r in within.items())
+    return [w for w in warnings if w["code"] != "pair_disagrees"] + [
+        _warning(
+            "pair_disagrees_across_groups",
+            f"The teacher and the reference rank documents very differently over the corpus (Spearman "
+            f"{overall:.2f}) but agree within each group ({listed}; mean {mean:.2f}): they disagree on which "
+            "group is easy, not on which text within a group is. Over the whole corpus the score then mostly "
+            "sorts groups, and the selection collapses onto the group the teacher knows best. Stratify by "
+            "this field (--stratify-by) so that documents are re-ranked within each group, where the score "
+            "carries the pair's signal.",
+        )
+    ]
 
 
 def describe(diagnostics: dict[str, Any]) -> list[str]:
@@ -229,8 +266,11 @@ def describe(diagnostics: dict[str, Any]) -> list[str]:
         )
     if diagnostics.get("groups"):
         lines.append(
-            "Kept per group: "
-            + ", ".join(f"{name} {g['kept']}/{g['documents']}" for name, g in diagnostics["groups"].items())
+            "Kept per group (teacher vs reference within it): "
+            + ", ".join(
+                f"{name} {g['kept']}/{g['documents']} ({fmt(g.get('teacher_vs_reference'))})"
+                for name, g in diagnostics["groups"].items()
+            )
         )
     lines += [f"WARNING ({w['code']}): {w['message']}" for w in diagnostics["warnings"]]
     return lines

@@ -17,6 +17,19 @@ MISSING = "(missing)"
 UNREADABLE = "(unreadable)"
 
 
+def field_value(fields: dict[str, object], field: str) -> object:
+    """`field` of a row: a top-level key, else a dotted path into nested objects (`meta.pile_set_name`,
+    as the Pile stores its source). None when absent."""
+    if field in fields:
+        return fields[field]
+    value: object = fields
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def label_of(value: object) -> str:
     if value is None:
         return MISSING
@@ -39,5 +52,5 @@ def read_groups(
         for row, doc in enumerate(read_documents(inputs[index], text_field=text_field, id_field=id_field)):
             at = position_of_row.get(row)
             if at is not None:
-                labels[at] = UNREADABLE if not doc.readable else label_of(doc.fields.get(field))
+                labels[at] = UNREADABLE if not doc.readable else label_of(field_value(doc.fields, field))
     return labels.astype(str)

@@ -2,6 +2,7 @@
 
     job.json                      settings of the job (written first; a rerun must match it)
     scores/00000-<name>/          per input shard: chunk-NNNNN.parquet, one per chunk of chunk_docs rows
+    groups/<field>/00000-<name>/  with stratify_by: per input shard, each chunk's group labels
     selection/00000-<name>/       per input shard: the kept rows of each chunk and what is added to them
     work/<select step>/           the selection passes' scratch files (dedup partitions), removed after
     steps/<step>/NNNNN.json       completion markers: a finished task's result (corpus/executor/base.py)
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME
 
 JOB_FILE = "job.json"
 SCORES_DIR = "scores"
+GROUPS_DIR = "groups"
 SELECTION_DIR = "selection"
 WORK_DIR = "work"
 SHARDS_DIR = "shards"
@@ -28,6 +31,7 @@ SHARDS_DIR = "shards"
 OWNED = (
     JOB_FILE,
     SCORES_DIR,
+    GROUPS_DIR,
     SELECTION_DIR,
     WORK_DIR,
     STEPS_DIR,
@@ -51,6 +55,12 @@ def chunk_name(index: int) -> str:
 
 def scores_dir(out: Path, index: int, path: str) -> Path:
     return out / SCORES_DIR / shard_key(index, path)
+
+
+def groups_dir(out: Path, field: str, index: int, path: str) -> Path:
+    """Labels of `field` for an input shard: a readable name plus a digest, as any string may be a field."""
+    key = re.sub(r"[^A-Za-z0-9._-]+", "_", field)[:40] + "-" + hashlib.sha256(field.encode()).hexdigest()[:8]
+    return out / GROUPS_DIR / key / shard_key(index, path)
 
 
 def selection_dir(out: Path, index: int, path: str) -> Path:

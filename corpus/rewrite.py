@@ -47,6 +47,7 @@ from corpus.readers import detect_format
 from corpus.report import REPORT_NAME, write_report
 from corpus.scores import ShardScores, schema_b64, unify_fields
 from corpus.selection_files import KeptChunk
+from corpus.steps.groups import LabelGroups
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
 from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.select_run import run_selection
@@ -164,12 +165,20 @@ class _Job:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
         scored = tuple(sorted(shards.items()))
-        if c.selection.method == "top-fraction" or c.selection.target_tokens is None:
+        field = c.groups
+        if field is None and (c.selection.method == "top-fraction" or c.selection.target_tokens is None):
             return run_selection(
                 self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
                 name=f"select-{upstream}", cancel=self.cancel,
             )
-        step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, name=f"select-{upstream}")
+        # Groups (stratification, per-group report figures) and soft token targets: in one worker's memory.
+        if field is not None:
+            labels = LabelGroups(
+                self.out, self.inputs, scored, field, c.text_field, c.id_field,
+                c.chunk_docs, name=f"groups-{_digest([{'field': field}])}-{upstream}",
+            )
+            self.executor.run(self.out, labels, cancel=self.cancel)
+        step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, field, name=f"select-{upstream}")
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
         return result
 
@@ -224,11 +233,12 @@ def job_fingerprint(config: RewriteConfig, scorer_fingerprint: dict[str, Any]) -
     """Everything that decides the output bytes, and its digest (goes into the manifest)."""
     body = {
         "engine": scorer_fingerprint,
-        "selection": config.selection.model_dump(mode="json"),
+        "selection": config.selection.record(),
         "seed": config.seed,
         "text_field": config.text_field,
         "id_field": config.id_field,
         "chunk_docs": config.chunk_docs,  # chunking decides batch composition, hence the last float bits
+        **({"group_field": config.group_field} if config.group_field is not None else {}),  # the report's groups
         "shard_rows": config.sizing[0],
         "shard_bytes": config.sizing[1],
         "code": {"reweigh": _version("reweigh"), "pyarrow": pa.__version__, "numpy": np.__version__},

@@ -22,11 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from corpus.config import SelectionConfig
+from corpus.stratify import strata
 from scoring.errors import ConfigError
 
 # Why a document got zero repeats (index into DROP_REASONS); KEPT for the others.
@@ -48,6 +50,7 @@ class Selection:
     threshold: float | None  # top-fraction: the lowest kept score (None when nothing is kept, or soft)
     scale: float | None = None  # soft: the solved c
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> documents
+    strata: dict[str, dict[str, Any]] | None = None  # stratified: per group, what decided it
 
 
 def hash_prefix(hex_digests: list[str]) -> npt.NDArray[np.bytes_]:
@@ -64,12 +67,16 @@ def select(
     ok: npt.ArrayLike,
     content_hash: npt.ArrayLike,
     seed: int = 0,
+    groups: npt.ArrayLike | None = None,
     chunk_starts: Sequence[int] = (0,),
 ) -> Selection:
     """Weights and repeats for every document. Scores of not-ok documents are ignored (may be NaN).
 
+    `groups` (a label per document) is required when the config stratifies: the guards still apply
+    corpus-wide (a duplicate across groups is a duplicate), then each group is selected on its own.
     `chunk_starts`: where each stored chunk of the documents begins (soft selection's repeats are
-    drawn from per-chunk prefix sums, so that the chunks can be drawn from one at a time)."""
+    drawn from per-chunk prefix sums, so that the chunks can be drawn from one at a time; a stratum
+    is drawn as one chunk)."""
     score_a = np.asarray(score, dtype=np.float64)
     teacher_a = np.asarray(teacher_logprob, dtype=np.float64)
     tokens_a = np.asarray(n_tokens, dtype=np.int64)
@@ -94,7 +101,16 @@ def select(
         eligible &= ~dup
 
     idx = np.flatnonzero(eligible)
-    if config.method == "top-fraction":
+    strata_out = None
+    if config.stratify_by is not None:
+        if groups is None:
+            raise ValueError(f"stratify_by={config.stratify_by!r} needs a group label per document")
+        labels = np.asarray(groups)
+        if len(labels) != n:
+            raise ValueError("groups must have one label per document")
+        weight, repeats, strata_out = _stratified(config, idx, labels, score_a, tokens_a, hash_a, n, seed)
+        threshold = scale = None
+    elif config.method == "top-fraction":
         weight, repeats, threshold, scale = _top_fraction(config, idx, score_a, tokens_a, hash_a, n)
     else:
         weight, repeats, scale = _soft(config, idx, score_a, tokens_a, n, seed, chunk_starts)
@@ -103,7 +119,59 @@ def select(
     dropped = {
         DROP_REASONS[r]: int(c) for r, c in enumerate(np.bincount(reason, minlength=5)) if r != KEPT and c
     }
-    return Selection(weight, repeats, reason, threshold, scale, dropped)
+    return Selection(weight, repeats, reason, threshold, scale, dropped, strata_out)
+
+
+def _stratified(
+    config: SelectionConfig,
+    idx: npt.NDArray[np.int64],
+    labels: npt.NDArray[Any],
+    score: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.int64],
+    hashes: npt.NDArray[np.bytes_],
+    n: int,
+    seed: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], dict[str, dict[str, Any]]]:
+    """Each group's eligible documents selected with that group's config (corpus/stratify.py)."""
+    names, inverse = np.unique(labels[idx], return_inverse=True)
+    # Each group's members in corpus order (a stable sort), without a pass over all per group.
+    members = (
+        np.split(idx[np.argsort(inverse, kind="stable")], np.cumsum(np.bincount(inverse))[:-1]) if len(idx) else []
+    )
+    parts = strata(
+        config,
+        seed,
+        [str(x) for x in names],
+        [len(m) for m in members],
+        [int(tokens[m].sum()) for m in members],
+    )
+    by_label = dict(zip((str(x) for x in names), members, strict=True))
+    weight = np.zeros(n, dtype=np.float64)
+    repeats = np.zeros(n, dtype=np.int64)
+    record: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        member = by_label[part.label]
+        # The group alone, in its own positions: ranks and draws see only its documents.
+        local = np.arange(len(member), dtype=np.int64)
+        s, t, h, m = score[member], tokens[member], hashes[member], len(member)
+        info: dict[str, Any] = {"eligible_documents": part.documents, "eligible_tokens": part.tokens}
+        if part.quota is not None:
+            info["quota"] = part.quota
+        if config.method == "top-fraction":
+            w, r, threshold, _ = _top_fraction(part.config, local, s, t, h, m)
+            info["threshold"] = threshold
+        elif part.quota == 0:  # nothing to hand out: no scale to solve (min_weight may be > 0)
+            w, r = np.zeros(m, dtype=np.float64), np.zeros(m, dtype=np.int64)
+            info["soft_scale"] = None
+        else:
+            w, r, scale = _soft(part.config, local, s, t, m, part.seed, (0,))
+            info["soft_scale"] = scale
+        weight[member], repeats[member] = w, r
+        info["kept_documents"] = int(np.count_nonzero(r))
+        info["repeats"] = int(r.sum())
+        info["tokens_out"] = int((r * t).sum())
+        record[part.label] = info
+    return weight, repeats, record
 
 
 def _first_occurrences(

@@ -38,6 +38,7 @@ from corpus.scores import SCORES_SCHEMA, ShardScores, read_chunk_scores
 from corpus.select_distributed import SAMPLE_SIZE, sample_bound, sample_key
 from corpus.select_distributed import positions as chunk_positions
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
+from corpus.steps.groups import read_labels
 from scoring.protocols import ScorerSpec
 
 SELECTION_COLUMNS = (
@@ -59,6 +60,7 @@ class SelectInMemory:
     shards: tuple[tuple[int, ShardScores], ...]  # the scored input shards, by input index
     selection: SelectionConfig
     seed: int
+    group_field: str | None = None  # labels for stratification and the report's per-group shares
     name: str = "select"
     tasks: int = 1
     scorer: ScorerSpec | None = None
@@ -68,6 +70,8 @@ class SelectInMemory:
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         arrays, not_scored, chunks = load_arrays(self.out, self.inputs, self.shards)
+        field = self.group_field
+        groups = None if field is None else load_groups(self.out, self.inputs, field, chunks)
         sel = select(
             self.selection,
             score=arrays["score"],
@@ -76,6 +80,7 @@ class SelectInMemory:
             ok=arrays["ok"],
             content_hash=arrays["content_hash"],
             seed=self.seed,
+            groups=groups if self.selection.stratify_by is not None else None,
             chunk_starts=[lo for _, (lo, _) in chunks] or [0],
         )
         kept_chunks = []
@@ -92,8 +97,12 @@ class SelectInMemory:
         positions = np.concatenate(
             [chunk_positions(g, hi - lo) for g, (_, (lo, hi)) in enumerate(chunks)] or [np.empty(0, np.int64)]
         )
-        report, plots = figures(arrays, not_scored, sel, positions, self.seed)
-        report["selection"] = {**self.selection.model_dump(mode="json"), "seed": self.seed, "soft_scale": sel.scale}
+        report, plots = figures(
+            arrays, not_scored, sel, positions, self.seed, groups, stratified=self.selection.stratify_by is not None
+        )
+        report["selection"] = {**self.selection.record(), "seed": self.seed, "soft_scale": sel.scale}
+        if sel.strata is not None:
+            report["strata"] = sel.strata
         write_plots(self.out, plots)
         return {"kept": kept_chunks, "report": report}
 
@@ -104,6 +113,9 @@ def figures(
     sel: Selection,
     positions: npt.NDArray[np.int64],
     seed: int,
+    groups: npt.NDArray[np.str_] | None = None,
+    *,
+    stratified: bool = False,
 ) -> tuple[dict[str, Any], PlotData]:
     """The report (less `selection`) and the plots' data, from every document's arrays: what the
     distributed selection computes from reductions over chunks (corpus/steps/select.py)."""
@@ -135,7 +147,9 @@ def figures(
         score=score,
         ok=ok,
         repeats=repeats,
+        groups=groups,
         sample=None if n <= SAMPLE_SIZE else sample,
+        stratified=stratified,
     )
     teacher, reference = arrays["teacher_logprob"], arrays["reference_logprob"]
     shown = np.flatnonzero(sample)
@@ -197,6 +211,15 @@ def load_arrays(
         not_scored[status_kind(item["values"])] += item["counts"]
     arrays["content_hash"] = hash_prefixes(table.column("content_hash"), len(table))
     return arrays, dict(sorted(not_scored.items())), chunks
+
+
+def load_groups(
+    out: Path, inputs: tuple[str, ...], field: str, chunks: list[tuple[tuple[int, int], tuple[int, int]]]
+) -> npt.NDArray[np.str_]:
+    """The group labels of every scored chunk (corpus/steps/groups.py), aligned with `load_arrays`."""
+    labels = [read_labels(out, field, index, inputs[index], chunk) for (index, chunk), _ in chunks]
+    column = pa.chunked_array(labels, pa.string())
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
 
 
 def hash_prefixes(column: pa.ChunkedArray | pa.Array, n: int) -> npt.NDArray[np.bytes_]:

@@ -154,7 +154,7 @@ def run_selection(
         Keep, "keep", cut=first_dropped, soft=soft, medians=medians, score_range=score_range, sample_below=bound, seed=seed
     )
     report, plots = _figures(scattered, kept_results, scored, values, medians, score_range)
-    report["selection"] = {**selection.model_dump(mode="json"), "seed": seed, "soft_scale": scale}
+    report["selection"] = {**selection.record(), "seed": seed, "soft_scale": scale}
     run(None, "plots", step=Plots(out, plots, work_dir(out, name), name=f"{name}-plots"))
     return {"kept": [k for r in kept_results for k in r["kept"]], "report": report}
 

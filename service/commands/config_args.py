@@ -55,12 +55,30 @@ def _scalar_type(field: FieldInfo) -> tuple[type, list[Any] | None]:
     annotation = field.annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is typing.Annotated:  # constraints are the model's to check
+        annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) is Literal:
         choices = list(typing.get_args(annotation))
         return type(choices[0]), choices
     if annotation in (int, float, str, bool):
         return annotation, None  # type: ignore[return-value]
+    if typing.get_origin(annotation) is dict:
+        return _mapping, None  # type: ignore[return-value]
     raise TypeError(f"no command-line form for a field of type {annotation!r}")
+
+
+def _mapping(text: str) -> dict[str, str]:
+    """`a=0.3,b=0.2` as {"a": "0.3", "b": "0.2"}; the model converts and checks the values. A key may
+    hold '=' (the last one splits), not ','. Over HTTP any key can be given."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().rpartition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item.strip()!r} is not KEY=VALUE (expected e.g. a=0.3,b=0.2)")
+        if key in out:
+            raise argparse.ArgumentTypeError(f"{key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def _help(field: FieldInfo) -> str:

@@ -88,8 +88,8 @@ def _progress_logger() -> Any:
 
 
 def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) -> str:
-    """Kept share per source, the pair diagnostics and the two ends of the ranking (scores come from
-    the cache)."""
+    """Counts, the pair diagnostics (kept share and agreement per source) and the two ends of the
+    ranking (scores come from the cache)."""
     from corpus.diagnostics import describe
     from embedded.corpus import read_jsonl_zst
 
@@ -97,10 +97,6 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
     scores = engine.score([r["text"] for r in rows])  # cached by the rewrite: no model work
     threshold = report.get("threshold")
     ranked = sorted((s.score, r) for s, r in zip(scores, rows, strict=True) if s.ok)
-    by_source: dict[str, list[int]] = {}
-    for score, row in ranked:
-        kept = threshold is not None and score >= threshold
-        by_source.setdefault(row["source"], [0, 0])[0 if kept else 1] += 1
     diagnostics = report.get("diagnostics")
     docs, tokens = report["documents"], report["tokens"]
     lines = [
@@ -109,7 +105,6 @@ def summarise(engine: Any, sample: Path, report: dict[str, Any], out_dir: Path) 
         f"threshold score {threshold:+.3f} nats/token"
         if threshold is not None
         else "nothing kept",
-        "Kept per source: " + ", ".join(f"{src} {k}/{k + d}" for src, (k, d) in sorted(by_source.items())),
         *(describe(diagnostics) if diagnostics else []),
     ]
 
@@ -155,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         inputs=[str(sample)],
         output=str(out_dir),
         selection=SelectionConfig(method="top-fraction", ratio=0.5),
+        group_field="source",  # the report's kept share and pair agreement per source
+        overwrite=True,  # the demo's own directory: a demo of an older version is replaced, not refused
     )
     log.info("rewriting %s with top-50%% selection into %s", sample.name, out_dir)
     result = run_rewrite(config, BuiltScorer(engine), progress=_progress_logger())

@@ -1,7 +1,7 @@
 """Recorded outputs of the rewrite job, made before the pipeline refactor (issue 10), that every
 executor must keep producing: shards, manifest and report.json, for a fixture corpus and selection
-settings covering top-fraction, keep-tokens, soft (documents and tokens) and the guards (duplicates,
-teacher floor, an unreadable input skipped).
+settings covering top-fraction, keep-tokens, soft (documents and tokens), the guards (duplicates,
+teacher floor, an unreadable input skipped) and stratification (recorded when it was added).
 
     .venv/bin/python -m tests.corpus.golden record   # only when an output change is intended
 
@@ -48,6 +48,11 @@ CASES: dict[str, dict[str, Any]] = {
         "broken": True,
     },
     "defaults": {},
+    # Stratified by a nested field, with one group's share set: sources a, b, c (and a's copies in b).
+    "stratified": {
+        "selection": {"ratio": 0.4, "stratify_by": "meta.source", "group_shares": {"b": 0.25}},
+        "shard_rows": 30,
+    },
 }
 
 

@@ -121,7 +121,7 @@ def test_group_shares_are_exact_and_sum_to_one() -> None:
     assert g["c"]["input_share"] == pytest.approx(0.5)
     for v in g.values():
         assert v["kept_share"] == v["kept"] / v["documents"]
-    assert any(line.startswith("Kept per group: a ") for line in describe(d))
+    assert any(line.startswith("Kept per group (teacher vs reference within it): a ") for line in describe(d))
 
 
 def test_diagnostics_are_deterministic_and_json() -> None:
@@ -141,3 +141,26 @@ def test_read_groups_labels_every_scored_row(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     labels = read_groups([str(path)], np.zeros(3, np.int64), np.array([3, 0, 1]), "source", "text", "id")
     assert labels.tolist() == ["y", "x", MISSING]
+
+
+def test_pair_that_agrees_only_within_groups_points_to_stratifying() -> None:
+    rng = np.random.default_rng(5)
+    groups = np.array(["code"] * (N // 2) + ["verse"] * (N // 2))
+    within = rng.normal(0.0, 0.5, N)
+    # The teacher knows code well (easy), the reference finds code hardest; inside each group both agree.
+    teacher = np.where(groups == "code", -2.0, -4.0) + within
+    reference = np.where(groups == "code", -7.0, -5.0) + within + rng.normal(0.0, 0.25, N)
+    d = diagnose(teacher, reference, groups)
+    assert d["rank_correlations"]["teacher_vs_reference"] < 0.3
+    assert all(g["teacher_vs_reference"] > 0.8 for g in d["groups"].values())
+    assert codes(d) == ["pair_disagrees_across_groups"]
+    assert "--stratify-by" in d["warnings"][0]["message"]
+    score = teacher - reference
+    stratified = pair_diagnostics(
+        teacher_logprob=teacher, reference_logprob=reference, score=score, ok=np.ones(N, dtype=bool),
+        repeats=np.ones(N, dtype=np.int64), groups=groups, stratified=True,
+    )
+    assert codes(stratified) == []  # the job already selects within the groups, where the pair agrees
+    # An unrelated reference disagrees within the groups too: the plain warning stays.
+    unrelated = diagnose(TEACHER, np.random.default_rng(2).normal(-3.0, 0.8, N), groups)
+    assert codes(unrelated) == ["pair_disagrees"]

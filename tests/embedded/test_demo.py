@@ -32,7 +32,8 @@ def test_demo_batch_part_runs_and_a_rerun_is_instant(
     report = json.loads((out / "report.json").read_text())
     assert report["documents"]["in"] == 10 and report["documents"]["kept"] == 5
     assert (out / "manifest.json").is_file()
-    assert "Kept per source:" in capsys.readouterr().out
+    assert "Kept per group (teacher vs reference within it):" in capsys.readouterr().out
+    assert set(report["diagnostics"]["groups"]) <= {"python-docs", "kjv-bible", "shakespeare"}
 
     manifest = (out / "manifest.json").read_bytes()
     assert main(["demo", "--docs", "10", "--no-serve", "--threads", "1"]) == 0

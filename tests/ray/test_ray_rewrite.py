@@ -65,7 +65,7 @@ def test_options_are_validated() -> None:
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 # The other recorded cases run on Ray in the kill tests below (keep_tokens, soft_documents).
-@pytest.mark.parametrize("name", ["top_fraction_guards", "soft_tokens"])
+@pytest.mark.parametrize("name", ["top_fraction_guards", "soft_tokens", "stratified"])
 def test_recorded_cases_match_on_ray(ray_local: Any, tmp_path: Path, name: str) -> None:
     input_dir, out = tmp_path / "in", tmp_path / "out"
     executor = ray_executor()
