@@ -230,7 +230,9 @@ def _column(probe: Probe, c: ChunkArrays) -> npt.NDArray[np.float64]:
 @dataclass(frozen=True)
 class Histograms(_BlockPass):
     """Per probe (column, subset, units, level, prefix): counts and units of the next digit of the
-    keys under the prefix, sparse (the digits present only)."""
+    keys under the prefix, sparse (the digits present only). They go to a work file, not into the
+    result: the driver merges the blocks' files one at a time, so it holds one merged histogram per
+    probe however many blocks there are (`merge_histograms`)."""
 
     probes: tuple[Probe, ...] = ()
 
@@ -249,11 +251,27 @@ class Histograms(_BlockPass):
                 counts[i] += np.bincount(digits, minlength=size)
                 weights = _units(probe, c)[inside]
                 units[i] += np.bincount(digits, weights=weights, minlength=size).astype(np.int64)
-        histograms = []
-        for c_, u_ in zip(counts, units, strict=True):
+        rows = []
+        for i, (c_, u_) in enumerate(zip(counts, units, strict=True)):
             nz = np.flatnonzero(c_)
-            histograms.append([pack(nz.astype(np.int64)), pack(c_[nz]), pack(u_[nz])])
-        return {"histograms": histograms}
+            rows.append(np.stack([np.full(len(nz), i, np.int64), nz.astype(np.int64), c_[nz], u_[nz]], axis=1))
+        self.work.mkdir(parents=True, exist_ok=True)
+        path = self.work / f"{self.name}-b{rank:06d}.npy"
+        save_array(path, np.concatenate(rows) if rows else np.empty((0, 4), np.int64))
+        return {"file": path.name}
+
+
+def merge_histograms(work: Path, probes: tuple[Probe, ...], results: list[Result]) -> dict[Probe, tuple[Any, Any]]:
+    """Each probe's counts and units per digit, summed over the blocks' histogram files."""
+    merged = {p: (np.zeros(1 << LEVEL_BITS[p[3]], np.int64), np.zeros(1 << LEVEL_BITS[p[3]], np.int64)) for p in probes}
+    for result in results:
+        rows = load_array(work / result["file"])
+        for i, probe in enumerate(probes):
+            mine = rows[rows[:, 0] == i]
+            counts, units = merged[probe]
+            counts[mine[:, 1]] += mine[:, 2]
+            units[mine[:, 1]] += mine[:, 3]
+    return merged
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from corpus.steps.select import (
     Plots,
     Scatter,
     _BlockPass,
+    merge_histograms,
     work_dir,
 )
 from corpus.steps.select_soft import plan_soft
@@ -108,15 +109,7 @@ def run_selection(
     while active := [q for q in queries if not q.done]:
         probes = tuple(sorted({q.probe for q in active}))
         results = run(Histograms, f"radix{level}", probes=probes)
-        merged = {}
-        for i, probe in enumerate(probes):
-            counts = np.zeros(1 << LEVEL_BITS[probe[3]], np.int64)
-            units = np.zeros_like(counts)
-            for result in results:
-                digits, c, u = (unpack(text, np.int64) for text in result["histograms"][i])
-                counts[digits] += c
-                units[digits] += u
-            merged[probe] = (counts, units)
+        merged = merge_histograms(work_dir(out, name), probes, results)
         for q in active:
             counts, units = merged[q.probe]
             if q.target is None:  # the cut: its target comes from the eligible totals
