@@ -32,13 +32,12 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scoring.synthetic import build_tokenizer
-
 from corpus.config import RewriteConfig, SelectionConfig
 from corpus.export import ExportConfig, run_export
 from corpus.manifest import load_manifest
 from corpus.rewrite import run_rewrite
 from tests.corpus.fakes import FakeSpec
+from tests.synthetic import build_tokenizer
 
 # A 5,000-word random vocabulary: text that parquet compresses about as well as prose.
 _WORDS = ["".join(random.Random(i).choices("abcdefghijklmnopqrstuvwxyz", k=3 + i % 8)) for i in range(5000)]
@@ -163,7 +162,7 @@ def main() -> None:
 
         tokenizer_dir = root / "tokenizer"
         build_tokenizer().save_pretrained(tokenizer_dir)
-        for fmt in ("mds", "hf", "megatron"):
+        for fmt in ("mds", "hf", "energon", "megatron"):
             t = time.perf_counter()
             run_export(
                 ExportConfig(

@@ -43,6 +43,17 @@ def active_roots() -> tuple[Path, ...] | None:
     return _ROOTS.get()
 
 
+@contextlib.contextmanager
+def carried(roots: Sequence[Path] | None) -> Iterator[None]:
+    """Re-enter, in another thread or process (a Ray worker), the confinement `active_roots()`
+    returned where the work was handed out; None (nothing was confined there) changes nothing."""
+    if roots is None:
+        yield
+        return
+    with confined_to(roots):
+        yield
+
+
 def check(path: str | Path, roots: Sequence[Path] | None = None) -> Path:
     """The real path of `path` (following every existing symlink), refused when it leaves the roots.
 

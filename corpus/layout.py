@@ -27,6 +27,7 @@ GROUPS_DIR = "groups"
 SELECTION_DIR = "selection"
 WORK_DIR = "work"
 SHARDS_DIR = "shards"
+EXPORTS_DIR = "exports"  # the service's exports of the job (exports/<format>/): made from its manifest
 # Names a job owns in its directory: what --overwrite removes (and nothing else).
 OWNED = (
     JOB_FILE,
@@ -40,6 +41,7 @@ OWNED = (
     HISTOGRAM_NAME,
     SCATTER_NAME,
     MANIFEST_NAME,
+    EXPORTS_DIR,
 )
 
 

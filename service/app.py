@@ -20,6 +20,7 @@ from service.auth import require_api_key
 from service.batcher import EngineWorker, JobEngine
 from service.deps import Runtime
 from service.errors import install_error_handlers
+from service.exports import ExportRunner, ExportStore
 from service.jobs import JobRunner, JobStore, job_executor
 from service.limits import BodyLimitMiddleware, JsonBodyMiddleware
 from service.metrics import Metrics, MetricsMiddleware
@@ -72,10 +73,13 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
         store = JobStore(settings.jobs_db)
         metrics.watch_jobs(store.count_by_state)
         roots = DataRoots(settings.data_roots)
-        runner = JobRunner(store, JobEngine(worker), executor, roots.roots)
+        exports = ExportStore(settings.jobs_db)
+        export_runner = ExportRunner(exports, store, roots.roots, settings.teacher)
+        runner = JobRunner(store, JobEngine(worker), executor, roots.roots, on_success=export_runner.queue_job_exports)
         worker.start()
         runner.start()
-        app.state.runtime = Runtime(engine, worker, store, runner, roots)
+        export_runner.start()
+        app.state.runtime = Runtime(engine, worker, store, runner, roots, exports, export_runner)
         log.info(
             "ready: fingerprint %s, data roots %s, %d api keys",
             engine.fingerprint.digest[:12],
@@ -90,8 +94,10 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
             metrics.watch_jobs(None)
             # The job first (it stops at its next chunk and stays resumable), then the engine.
             await asyncio.to_thread(runner.stop)
+            await asyncio.to_thread(export_runner.stop)
             await asyncio.to_thread(worker.stop)
             store.close()
+            exports.close()
             close = getattr(engine, "close", None)
             if close is not None:
                 close()

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from scoring.errors import EngineNotReadyError
 from scoring.protocols import Scorer
 from service.batcher import EngineWorker
+from service.exports import ExportRunner, ExportStore
 from service.jobs import JobRunner, JobStore
 from service.metrics import Metrics
 from service.paths import DataRoots
@@ -24,6 +25,8 @@ class Runtime:
     store: JobStore
     runner: JobRunner
     roots: DataRoots
+    exports: ExportStore
+    export_runner: ExportRunner
 
 
 def get_runtime(request: Request) -> Runtime:

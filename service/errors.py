@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,6 +36,7 @@ from scoring.errors import (
     ReweighError,
 )
 from service.batcher import ClientDisconnectedError
+from service.paths import DataRoots, scrub
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,9 @@ def status_for(exc: ReweighError) -> int:
     return 500
 
 
-def error_response(exc: ReweighError, retry_after_s: int = 1) -> JSONResponse:
+def error_response(exc: ReweighError, retry_after_s: int = 1, roots: Sequence[Path] = ()) -> JSONResponse:
+    """The error's JSON answer; `roots`, the data roots, are cut out of its message (a client names
+    paths relative to them and never sees where they are on the server)."""
     status = status_for(exc)
     headers: dict[str, str] = {}
     if status in _RETRYABLE:
@@ -105,7 +110,7 @@ def error_response(exc: ReweighError, retry_after_s: int = 1) -> JSONResponse:
         # A ReweighError without a mapping is a bug here, not the caller's: don't echo internals.
         return _internal_error(exc)
     return ErrorJSONResponse(
-        {"error": type(exc).__name__, "detail": str(exc)}, status_code=status, headers=headers
+        {"error": type(exc).__name__, "detail": scrub(str(exc), roots)}, status_code=status, headers=headers
     )
 
 
@@ -165,10 +170,12 @@ def _allowed_methods(request: Request) -> list[str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     retry_after = app.state.settings.retry_after_s
+    given = [Path(r) for r in app.state.settings.data_roots]
+    roots = [*DataRoots(given).roots, *given]  # real and as configured (a root may be a symlink)
 
     async def on_reweigh_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ReweighError)
-        return error_response(exc, retry_after)
+        return error_response(exc, retry_after, roots)
 
     async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -306,11 +306,15 @@ class JobRunner:
         engine: JobEngine,
         executor: JobExecutor = run_local,
         roots: Sequence[Path] = (),
+        on_success: Callable[[Job], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.executor = executor
         self.roots = list(roots)  # every file a job opens must stay under these (checked at open)
+        # Called once the job's output is complete, before the job is marked succeeded (so that a
+        # restart in between calls it again): the service queues the job's exports there.
+        self.on_success = on_success
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cancel = threading.Event()  # the running job's: set by DELETE or by shutdown
@@ -396,7 +400,7 @@ class JobRunner:
             return
         except OSError as exc:  # the machine's side (disk full, permissions): say which and where
             log.warning("job %s failed: %s", job.id, exc)
-            fail(self._describe_os_error(exc))
+            fail(describe_os_error(exc, self.roots))
             return
         except Exception as exc:  # a bug: record it on the job (its trace goes to the log, not the API)
             log.exception("job %s failed unexpectedly", job.id)
@@ -413,6 +417,13 @@ class JobRunner:
                 "shards_total": len(result.manifest.shards),
             },
         )
+        if self.on_success is not None:
+            try:
+                self.on_success(job)
+            except Exception as exc:
+                log.exception("job %s: its completion hook failed", job.id)
+                fail(f"internal error after the job's output was written ({type(exc).__name__}); see the server log")
+                return
         self.store.finish(job.id, "succeeded")
         log.info(
             "job %s succeeded (%s)",
@@ -421,22 +432,22 @@ class JobRunner:
         )
 
 
-    def _describe_os_error(self, exc: OSError) -> str:
-        """`OSError: no space left on device while writing out/shards/part-00000.parquet`: the cause
-        and the path relative to its data root (clients never see server paths)."""
-        code = exc.errno
-        cause = os.strerror(code).lower() if code is not None else (exc.strerror or str(exc))
-        if exc.filename is None:
-            return f"OSError: {cause}"
-        path = Path(os.fsdecode(exc.filename))
-        for root in self.roots:
-            if path.is_relative_to(root):
-                path = path.relative_to(root)
-                break
-        else:
-            path = Path(path.name)
-        verb = "writing" if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) else "opening"
-        return f"OSError: {cause} while {verb} {path}"
+def describe_os_error(exc: OSError, roots: Sequence[Path]) -> str:
+    """`OSError: no space left on device while writing out/shards/part-00000.parquet`: the cause
+    and the path relative to its data root (clients never see server paths)."""
+    code = exc.errno
+    cause = os.strerror(code).lower() if code is not None else (exc.strerror or str(exc))
+    if exc.filename is None:
+        return f"OSError: {cause}"
+    path = Path(os.fsdecode(exc.filename))
+    for root in roots:
+        if path.is_relative_to(root):
+            path = path.relative_to(root)
+            break
+    else:
+        path = Path(path.name)
+    verb = "writing" if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) else "opening"
+    return f"OSError: {cause} while {verb} {path}"
 
 
 def _progress_dict(p: RewriteProgress) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from corpus.config import RewriteConfig
+from corpus.export import ExportFormat, ExportOptions
 from service.fields import refuse_surrogates
 
 MAX_ID_CHARS = 512
@@ -61,6 +62,16 @@ class ScoreResponse(BaseModel):
     documents: list[DocumentScore]
 
 
+class ExportRequest(ExportOptions):
+    """An export as a client asks for it: corpus.export.ExportOptions (the service picks the manifest,
+    the directory and, for megatron, the teacher's tokenizer)."""
+
+    # Strict: a JSON string such as "yes" is not a boolean, nor "12" a number (a 422, as for jobs).
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, json_schema_extra={"examples": [{"format": "hf"}]}
+    )
+
+
 class JobRequest(RewriteConfig):
     """A rewrite job as a client submits it: RewriteConfig itself (one declaration, one default per
     option), with `inputs` and `output` relative to a data root or absolute under one."""
@@ -72,6 +83,12 @@ class JobRequest(RewriteConfig):
                 {"inputs": ["docs.jsonl"], "output": "out", "selection": {"method": "top-fraction", "ratio": 0.5}}
             ]
         }
+    )
+
+    exports: list[ExportRequest] = Field(
+        default_factory=list,
+        max_length=3,
+        description="exports to make once the job has succeeded (one per format), as POST /v1/jobs/{id}/exports",
     )
 
     def __init__(self, **data: Any) -> None:
@@ -87,6 +104,20 @@ class JobRequest(RewriteConfig):
             refuse_surrogates(text)
         return value
 
+    @field_validator("exports")
+    @classmethod
+    def _one_per_format(cls, value: list[ExportRequest]) -> list[ExportRequest]:
+        formats = [e.format for e in value]
+        if len(set(formats)) < len(formats):
+            raise ValueError(f"one export per format (they write exports/<format>/): {formats}")
+        return value
+
+    def rewrite_config(self, inputs: list[str], output: str) -> RewriteConfig:
+        """The job's RewriteConfig, with its paths resolved (exports are the service's to run)."""
+        values = dict(self)
+        values.pop("exports")
+        return RewriteConfig(**{**values, "inputs": inputs, "output": output})
+
 
 class JobProgress(BaseModel):
     phase: str
@@ -94,6 +125,28 @@ class JobProgress(BaseModel):
     tokens: int
     shards_done: int
     shards_total: int
+
+
+class ExportView(BaseModel):
+    id: str
+    job_id: str
+    origin: Literal["job", "request"] = Field(
+        description="job: asked for in the job request; request: POST /v1/jobs/{id}/exports"
+    )
+    format: ExportFormat
+    options: dict[str, Any]
+    state: Literal["queued", "running", "succeeded", "failed"]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    error: str | None
+    directory: str = Field(description="where the export is written, relative to the data root")
+    record: dict[str, Any] | None = Field(description="its export.json once succeeded (paths relative to the data root)")
+
+
+class ExportList(BaseModel):
+    exports: list[ExportView]
 
 
 class JobView(BaseModel):
@@ -109,6 +162,9 @@ class JobView(BaseModel):
     error: str | None
     cancel_requested: bool
     manifest_url: str | None = Field(description="where the manifest is served once the job succeeded")
+    exports: list[ExportView] = Field(
+        description="the job's exports (those its request asks for are queued once it succeeds)"
+    )
 
 
 class JobList(BaseModel):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from corpus import confine
 from corpus.fsutil import write_json_atomic
 from scoring.errors import JobCancelledError
 from scoring.protocols import ProgressFn, Scorer, ScorerSpec
@@ -43,17 +44,22 @@ StepProgressFn = Callable[[StepProgress], None]
 
 
 class StepContext:
-    """What a running task may use: the step's scorer (built once per worker), progress, cancel."""
+    """What a running task may use: the step's scorer (built once per worker), progress, cancel.
+
+    `roots` is the confinement (corpus/confine.py) active where the step was handed out, entered
+    again around the task wherever it runs: a ContextVar does not travel to a Ray worker."""
 
     def __init__(
         self,
         scorer: Callable[[], Scorer] | None = None,
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        roots: tuple[Path, ...] | None = None,
     ) -> None:
         self._scorer = scorer
         self._progress = progress
         self._cancel = cancel
+        self.roots = roots
 
     def scorer(self) -> Scorer:
         if self._scorer is None:
@@ -105,13 +111,15 @@ def finished_result(out: Path, step: Step, rank: int) -> Result | None:
 
 
 def run_task(out: Path, step: Step, rank: int, ctx: StepContext) -> Result:
-    """Task `rank` of `step`: its recorded result, or run it and record the result."""
-    done = finished_result(out, step, rank)
-    if done is not None:
-        return done
-    result = step.run(rank, ctx)
-    write_json_atomic(marker_path(out, step, rank), result)
-    return result
+    """Task `rank` of `step`: its recorded result, or run it and record the result (every file it
+    opens confined to `ctx.roots`, as in the process that handed it out)."""
+    with confine.carried(ctx.roots):
+        done = finished_result(out, step, rank)
+        if done is not None:
+            return done
+        result = step.run(rank, ctx)
+        write_json_atomic(marker_path(out, step, rank), result)
+        return result
 
 
 def progress_of(result: Result) -> StepProgress:

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from corpus import confine
 from corpus.executor.base import (
     Executor,
     Result,
@@ -48,6 +49,7 @@ class LocalExecutor(Executor):
             scorer=(lambda: self.scorer(spec)) if spec is not None else None,
             progress=lambda documents, tokens: emit(StepProgress(documents, tokens)),
             cancel=cancel,
+            roots=confine.active_roots(),
         )
         results = []
         for rank in range(step.tasks):

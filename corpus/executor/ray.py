@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from corpus import confine
 from corpus.config import RayOptions
 from corpus.executor.base import (
     Executor,
@@ -75,12 +76,12 @@ class ScorerWorker:
         fingerprint = self.scorer().fingerprint
         return fingerprint.digest, fingerprint.as_dict()
 
-    def run(self, out: Path, step: Step, rank: int) -> Result:
-        return run_task(out, step, rank, StepContext(scorer=self.scorer))
+    def run(self, out: Path, step: Step, rank: int, roots: tuple[Path, ...] | None) -> Result:
+        return run_task(out, step, rank, StepContext(scorer=self.scorer, roots=roots))
 
 
-def _run_plain(out: Path, step: Step, rank: int) -> Result:
-    return run_task(out, step, rank, StepContext())
+def _run_plain(out: Path, step: Step, rank: int, roots: tuple[Path, ...] | None) -> Result:
+    return run_task(out, step, rank, StepContext(roots=roots))
 
 
 class RayExecutor(Executor):
@@ -164,13 +165,14 @@ class RayExecutor(Executor):
             else:
                 results[rank] = done
                 emit(progress_of(done))
+        roots = confine.active_roots()  # this thread's confinement, entered again on the workers
         spec = step.scorer
         if spec is not None:
             idle = list(self._pool(spec))
 
             def submit(rank: int) -> tuple[Any, Any]:
                 actor = idle.pop()
-                return actor.run.remote(out, step, rank), actor
+                return actor.run.remote(out, step, rank, roots), actor
 
             width = len(idle)
         else:
@@ -180,7 +182,7 @@ class RayExecutor(Executor):
             plain = self.ray.remote(num_cpus=1, max_retries=self.options.max_task_retries)(_run_plain)
 
             def submit(rank: int) -> tuple[Any, Any]:
-                return plain.remote(out, step, rank), None
+                return plain.remote(out, step, rank, roots), None
 
             width = self.options.workers
         queue = deque(todo)

@@ -6,7 +6,8 @@
 Each format groups documents by repeat count into streams / prefixes / splits whose weights
 reproduce the manifest's expanded multiset exactly (see common.py). The formats are written here,
 without the loader libraries; each export carries a stand-alone `load_<format>.py` for the
-trainer's environment, which refuses a library version the export was not verified with.
+trainer's environment, which refuses a library version the export was not verified with (Energon's
+index excepted: its own `prepare_dataset` builds it there, see energon.py).
 """
 
 from __future__ import annotations
@@ -19,16 +20,23 @@ from corpus.export.common import (
     EXPORT_RECORD,
     ExportConfig,
     ExportFormat,
+    ExportOptions,
     ManifestSource,
     export_config,
     staged_directory,
 )
+from corpus.export.energon import export_energon
 from corpus.export.hf import export_hf
 from corpus.export.mds import export_mds
 from corpus.export.megatron import export_megatron
 
 Exporter = Callable[[ExportConfig, ManifestSource, Path], dict[str, Any]]
-EXPORTERS: dict[str, Exporter] = {"mds": export_mds, "megatron": export_megatron, "hf": export_hf}
+EXPORTERS: dict[str, Exporter] = {
+    "mds": export_mds,
+    "megatron": export_megatron,
+    "hf": export_hf,
+    "energon": export_energon,
+}
 
 
 def run_export(config: ExportConfig) -> dict[str, Any]:
@@ -39,4 +47,12 @@ def run_export(config: ExportConfig) -> dict[str, Any]:
         return EXPORTERS[config.format](config, source, directory)
 
 
-__all__ = ["EXPORTERS", "EXPORT_RECORD", "ExportConfig", "ExportFormat", "export_config", "run_export"]
+__all__ = [
+    "EXPORTERS",
+    "EXPORT_RECORD",
+    "ExportConfig",
+    "ExportFormat",
+    "ExportOptions",
+    "export_config",
+    "run_export",
+]

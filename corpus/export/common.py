@@ -24,35 +24,53 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from corpus import confine
 from corpus.fsutil import dumps_json, write_bytes_atomic
-from corpus.manifest import MANIFEST_NAME, Manifest, is_url, load_manifest, resolve_shard, shard_base
+from corpus.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    is_url,
+    load_manifest,
+    resolve_shard,
+    shard_base,
+)
 from scoring.errors import ConfigError, InputError
 
-ExportFormat = Literal["mds", "megatron", "hf"]
+ExportFormat = Literal["mds", "megatron", "hf", "energon"]
 EXPORT_RECORD = "export.json"
 EXPORT_FORMAT = "reweigh.export"
 EXPORT_FORMAT_VERSION = 1
 VERSION_CHECK = "export_versions.py"  # imported by every loader script
 
 
-class ExportConfig(BaseModel):
-    """One export, declared once: the CLI flags, the HTTP body and the job option are this model."""
+class ExportOptions(BaseModel):
+    """How to export, whatever is exported and wherever to: what a service client chooses (the
+    export route's body and each entry of a job's `exports`), the rest of ExportConfig being the
+    service's to decide."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: ExportFormat
-    manifest: str = Field(description="a manifest.json, or the finished job directory holding it")
-    out: str = Field(description="the export directory (created; refused if it exists, unless overwrite)")
-    overwrite: bool = False
-    tokenizer: str | None = Field(
-        default=None, description="megatron: a tokenizer directory (default: the service's teacher)"
-    )
+    overwrite: bool = Field(default=False, description="replace an existing export directory")
     allow_other_tokenizer: bool = Field(
         default=False,
         description="megatron: accept a tokenizer whose vocabulary differs from the scoring pair's",
     )
-    mds_shard_bytes: int = Field(default=1 << 26, ge=1 << 10, lt=1 << 32)
-    hf_shard_rows: int = Field(default=100_000, ge=1)
+    mds_shard_bytes: int = Field(default=1 << 26, ge=1 << 10, lt=1 << 32, description="mds: bytes per shard at most")
+    hf_shard_rows: int = Field(default=100_000, ge=1, description="hf: rows per parquet file at most")
+    energon_shard_rows: int = Field(default=10_000, ge=1, description="energon: samples per tar shard at most")
+
+
+class ExportConfig(ExportOptions):
+    """One export, declared once (with ExportOptions): the CLI flags, the HTTP body and the job
+    option are this model, or its options."""
+
+    manifest: str = Field(description="a manifest.json, or the finished job directory holding it")
+    out: str = Field(description="the export directory (created; refused if it exists, unless overwrite)")
+    tokenizer: str | None = Field(
+        default=None, description="megatron: a tokenizer directory (default: the service's teacher)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ExportConfig:
@@ -96,6 +114,17 @@ class GroupStats:
         return [Group(r, group_name(r), self.rows[r], self.tokens[r]) for r in sorted(self.rows)]
 
 
+def group_summary(group: Group, **fields: Any) -> dict[str, Any]:
+    """One group as `export.json` lists it: what every format records, then the format's own `fields`."""
+    return {
+        "name": group.name,
+        "repeats": group.repeats,
+        "rows": group.rows,
+        "documents": group.rows * group.repeats,  # what one epoch reads from it
+        **fields,
+    }
+
+
 def column_sum(batch: pa.RecordBatch, name: str) -> int:
     return int(pc.sum(batch.column(name)).as_py() or 0)
 
@@ -108,22 +137,32 @@ def group_name(repeats: int) -> str:
 class ManifestSource:
     manifest: Manifest
     base: str
+    _verified: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def open(cls, location: str) -> ManifestSource:
+        confine.check(location)  # as the shards are, when confined (the manifest is read whole, here)
         return cls(load_manifest(location), shard_base(location))
 
-    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
-        """(repeat count, rows) in manifest order, one parquet row group at a time, each shard's
-        sha256 checked first (an export of a changed shard would silently disagree with the manifest)."""
-        for entry in self.manifest.shards:
-            path = Path(resolve_shard(self.base, entry.path))
-            if _sha256(path) != entry.sha256:
+    def parquet(self, entry: ShardEntry) -> pq.ParquetFile:
+        """The shard, its sha256 checked first, once per export: an export of a changed shard would
+        silently disagree with the manifest, and a truncated one is named rather than left to fail
+        in the parquet reader."""
+        path = resolve_shard(self.base, entry.path)
+        if path not in self._verified:
+            if _sha256(Path(path)) != entry.sha256:
                 raise InputError(
-                    f"shard {str(path)!r} does not match the manifest's sha256 (changed or truncated)"
+                    f"shard {path!r} does not match the manifest's sha256 (changed or truncated)"
                 )
+            self._verified.add(path)
+        return pq.ParquetFile(confine.parquet_source(path))
+
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(repeat count, rows) in manifest order, one parquet row group at a time."""
+        for entry in self.manifest.shards:
+            path = resolve_shard(self.base, entry.path)
             documents = 0
-            parquet = pq.ParquetFile(path)
+            parquet = self.parquet(entry)
             for i in range(parquet.num_row_groups):
                 batch = parquet.read_row_group(i)
                 repeats = batch.column("repeats")
@@ -131,19 +170,19 @@ class ManifestSource:
                 for r in pc.unique(repeats).to_pylist():
                     if r is None or r < 1:
                         raise InputError(
-                            f"shard {str(path)!r} has a row with repeats={r!r}; kept rows repeat >= 1"
+                            f"shard {path!r} has a row with repeats={r!r}; kept rows repeat >= 1"
                         )
                     for part in batch.filter(pc.equal(repeats, r)).to_batches():
                         yield int(r), part
             if documents != entry.documents:
                 raise InputError(
-                    f"shard {str(path)!r} holds {documents} documents, the manifest says {entry.documents}"
+                    f"shard {path!r} holds {documents} documents, the manifest says {entry.documents}"
                 )
 
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with confine.open_read(path) as fh:
         while chunk := fh.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
@@ -155,6 +194,7 @@ def staged_directory(out: Path, overwrite: bool) -> Iterator[Path]:
     failure: an export directory is either absent or whole (like a job without its manifest)."""
     if out.exists() and not overwrite:
         raise ConfigError(f"out={str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
+    confine.check(out.parent)  # in a service job: the directory may have been swapped for a symlink
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -24,6 +24,7 @@ from corpus.export.common import (
     column_sum,
     copy_loader_script,
     group_name,
+    group_summary,
     write_record,
 )
 from corpus.fsutil import PARQUET_OPTIONS
@@ -84,16 +85,7 @@ def export_hf(config: ExportConfig, source: ManifestSource, directory: Path) -> 
     loader = copy_loader_script(LOADER, directory)
     ray_loader = copy_loader_script(RAY_LOADER, directory)
     body = {
-        "groups": [
-            {
-                "name": g.name,
-                "repeats": g.repeats,
-                "rows": g.rows,
-                "documents": g.rows * g.repeats,
-                "n_tokens": g.tokens,
-            }
-            for g in groups
-        ],
+        "groups": [group_summary(g, n_tokens=g.tokens) for g in groups],
         "interleave_probabilities": probabilities,
         "loader": loader,
         "ray_loader": ray_loader,

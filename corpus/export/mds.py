@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from corpus.export.common import (
@@ -27,10 +26,10 @@ from corpus.export.common import (
     column_sum,
     copy_loader_script,
     group_name,
+    group_summary,
     write_record,
 )
 from corpus.fsutil import dumps_json
-from corpus.manifest import resolve_shard
 from scoring.errors import InputError
 
 LOADER = "load_mds.py"
@@ -44,7 +43,7 @@ def column_encodings(source: ManifestSource) -> dict[str, str]:
     schema: pa.Schema | None = None
     nullable: set[str] = set()
     for entry in source.manifest.shards:
-        meta = pq.ParquetFile(resolve_shard(source.base, entry.path)).metadata
+        meta = source.parquet(entry).metadata
         schema = schema or meta.schema.to_arrow_schema()
         for i in range(meta.num_row_groups):
             group = meta.row_group(i)
@@ -167,7 +166,7 @@ def export_mds(config: ExportConfig, source: ManifestSource, directory: Path) ->
         directory,
         config,
         source,
-        {"groups": [_group_json(g) for g in groups], "streams": "streams.json", "loader": loader},
+        {"groups": [group_summary(g, n_tokens=g.tokens) for g in groups], "streams": "streams.json", "loader": loader},
     )
 
 
@@ -176,12 +175,3 @@ def streams_config(groups: list[Group]) -> dict[str, Any]:
     `repeat_r` holds each of its documents once and is read `repeat: r` times per epoch."""
     return {"streams": {g.name: {"local": g.name, "repeat": g.repeats} for g in groups}}
 
-
-def _group_json(g: Group) -> dict[str, Any]:
-    return {
-        "name": g.name,
-        "repeats": g.repeats,
-        "rows": g.rows,
-        "documents": g.rows * g.repeats,
-        "n_tokens": g.tokens,
-    }

@@ -27,6 +27,7 @@ from corpus.export.common import (
     column_sum,
     copy_loader_script,
     group_name,
+    group_summary,
     write_record,
 )
 from corpus.fsutil import dumps_json
@@ -122,16 +123,9 @@ def export_megatron(config: ExportConfig, source: ManifestSource, directory: Pat
     (directory / "data_path.txt").write_text(f"--data-path {line}\n")
     loader = copy_loader_script(LOADER, directory)
     body = {
+        # tokens: Megatron's (the export tokenizer's, EOS included), each document once.
         "groups": [
-            {
-                "name": g.name,
-                "repeats": g.repeats,
-                "rows": g.rows,
-                "documents": g.rows * g.repeats,
-                "tokens": tokens[g.repeats],  # EOS included, each document once
-                "weight": w,
-            }
-            for g, w in zip(groups, weights, strict=True)
+            group_summary(g, tokens=tokens[g.repeats], weight=w) for g, w in zip(groups, weights, strict=True)
         ],
         "tokenizer": config.tokenizer,
         "token_dtype": dtype.name,

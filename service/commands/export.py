@@ -1,5 +1,6 @@
 """`reweigh export --format FORMAT MANIFEST --out DIR`: a finished job in a format that a pretraining
-loader reads (mosaicml-streaming MDS, Megatron indexed datasets + blend, HF datasets parquet).
+loader reads (mosaicml-streaming MDS, Megatron indexed datasets + blend, HF datasets parquet,
+Megatron-Energon WebDatasets + epochized blend).
 
 The flags are derived from `corpus.export.ExportConfig`, the one declaration of an export (the HTTP
 route takes the same model as its body)."""
@@ -20,7 +21,7 @@ _POSITIONAL = "manifest"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a finished job for mosaicml-streaming, Megatron or HF datasets",
+        help="export a finished job for mosaicml-streaming, Megatron, HF datasets or Megatron-Energon",
         description="Write MANIFEST's documents grouped by repeat count into streams / prefixes / splits "
         "whose weights reproduce the manifest's epoch exactly, plus a stand-alone load_<format>.py "
         "for the trainer's environment and export.json (what was exported, from which manifest).",

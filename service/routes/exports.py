@@ -1,85 +1,101 @@
-"""Exports of a finished job for the loaders trainers use (corpus/export): written under the job's
-output directory, `exports/<format>/`, and listed by their `export.json` records."""
+"""Exports of a finished job for the loaders trainers use (corpus/export), written under the job's
+output directory, `exports/<format>/`, in the background (service/exports.py): a POST answers 202
+at once, and the export's state is then read like a job's."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
+from fastapi import APIRouter, Request, Response
 
-from corpus.export import EXPORT_RECORD, ExportFormat, export_config, run_export
-from corpus.manifest import MANIFEST_NAME
 from scoring.errors import JobStateError
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
-from service.keys import Principal
-from service.schemas import error_responses
+from service.exports import Export, export_config_for, export_directory
+from service.fields import JobId
+from service.jobs import Job
+from service.paths import DataRoots
+from service.schemas import ExportList, ExportRequest, ExportView, error_responses
 from service.settings import SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["exports"])
-EXPORTS_DIR = "exports"
 
 
-class ExportRequest(BaseModel):
-    """The ExportConfig fields a client chooses; the service picks the manifest and the directory."""
+def export_view(export: Export, output: Path, roots: DataRoots) -> ExportView:
+    record = export.record
+    if record is not None:  # clients see paths relative to the data roots, never the server's
+        record = json.loads(roots.scrub(json.dumps(record, ensure_ascii=False)))
+        if record.get("tokenizer"):  # the service's teacher: not under a data root
+            record["tokenizer"] = Path(record["tokenizer"]).name
+    return ExportView(
+        id=export.id,
+        job_id=export.job_id,
+        origin=export.origin,  # type: ignore[arg-type]
+        format=export.options.format,
+        options=export.options.model_dump(),
+        state=export.state,  # type: ignore[arg-type]
+        created_at=export.created_at,
+        started_at=export.started_at,
+        finished_at=export.finished_at,
+        attempts=export.attempts,
+        error=export.error,
+        directory=roots.relative(str(export_directory(output, export.options.format))),
+        record=record,
+    )
 
-    model_config = ConfigDict(extra="forbid")
 
-    format: ExportFormat
-    # Strict: a JSON string such as "yes" is not a boolean, nor "12" a number (a 422, as for jobs).
-    overwrite: StrictBool = False
-    allow_other_tokenizer: StrictBool = False
-    mds_shard_bytes: StrictInt | None = None
-    hf_shard_rows: StrictInt | None = None
-
-
-def _succeeded_output(runtime: Runtime, job_id: str, principal: Principal) -> Path:
-    job = runtime.store.get(job_id, principal)  # another owner's job is the same 404 as an unknown one
-    if job.state != "succeeded":
-        raise JobStateError(f"job {job_id} is {job.state}; it can be exported once it has succeeded")
-    return job.output
-
-
-def export_records(output: Path) -> list[dict[str, Any]]:
-    """The finished exports of a job's output directory (a directory without export.json is not one)."""
-    records = []
-    for record in sorted((output / EXPORTS_DIR).glob(f"*/{EXPORT_RECORD}")):
-        records.append({"directory": str(record.parent), **json.loads(record.read_text())})
-    return records
+def job_exports(runtime: Runtime, job: Job) -> list[ExportView]:
+    return [export_view(e, job.output, runtime.roots) for e in runtime.exports.for_job(job.id)]
 
 
 @router.post(
     "/jobs/{job_id}/exports",
-    status_code=201,
-    summary="export a finished job for mosaicml-streaming (mds), Megatron (megatron) or HF datasets (hf)",
-    responses=error_responses(400, 404, 409, 413, 503, e409="the job has not succeeded, or the export exists"),
+    status_code=202,
+    response_model=ExportView,
+    summary="export a finished job for mosaicml-streaming (mds), Megatron (megatron), HF datasets (hf) or "
+    "Megatron-Energon (energon), in the background",
+    responses=error_responses(
+        400, 404, 409, 413, 503, e409="the job has not succeeded, or that export exists or is being written"
+    ),
 )
 def create_export(
-    job_id: str, body: ExportRequest, runtime: RuntimeDep, settings: SettingsDep, principal: PrincipalDep
-) -> dict[str, Any]:
-    output = _succeeded_output(runtime, job_id, principal)
-    options = body.model_dump(exclude_none=True)
-    config = export_config(
-        manifest=str(output / MANIFEST_NAME),
-        out=str(output / EXPORTS_DIR / body.format),
-        # Megatron tokenizes with the teacher's tokenizer: the one the scores were computed with.
-        tokenizer=settings.teacher if body.format == "megatron" else None,
-        **options,
-    )
+    job_id: JobId,
+    body: ExportRequest,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+) -> ExportView:
+    job = runtime.store.get(job_id, principal)  # another owner's job is the same 404 as an unknown one
+    if job.state != "succeeded":
+        raise JobStateError(f"job {job_id} is {job.state}; it can be exported once it has succeeded")
+    config = export_config_for(job.output, body, settings.teacher)  # a bad combination: 422 before queueing
     if Path(config.out).exists() and not config.overwrite:
-        raise JobStateError(
-            f"job {job_id} already has a {body.format} export; pass overwrite=true to redo it"
-        )
-    return {"directory": config.out, **run_export(config)}
+        raise JobStateError(f"job {job_id} already has a {body.format} export; pass overwrite=true to redo it")
+    (export,) = runtime.exports.create(job, [body], "request")
+    runtime.export_runner.notify()
+    response.headers["Location"] = str(request.url_for("get_export", job_id=job_id, export_id=export.id))
+    return export_view(export, job.output, runtime.roots)
 
 
 @router.get(
     "/jobs/{job_id}/exports",
-    summary="a finished job's exports (their export.json records)",
-    responses=error_responses(404, 409, 503),
+    response_model=ExportList,
+    summary="a job's exports, oldest first",
+    responses=error_responses(404, 503),
 )
-def list_exports(job_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
-    return export_records(_succeeded_output(runtime, job_id, principal))
+def list_exports(job_id: JobId, runtime: RuntimeDep, principal: PrincipalDep) -> ExportList:
+    return ExportList(exports=job_exports(runtime, runtime.store.get(job_id, principal)))
+
+
+@router.get(
+    "/jobs/{job_id}/exports/{export_id}",
+    response_model=ExportView,
+    summary="an export's state, and its export.json once it succeeded",
+    responses=error_responses(404, 503),
+)
+def get_export(job_id: JobId, export_id: JobId, runtime: RuntimeDep, principal: PrincipalDep) -> ExportView:
+    job = runtime.store.get(job_id, principal)
+    return export_view(runtime.exports.get(job.id, export_id), job.output, runtime.roots)

@@ -6,14 +6,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from corpus.config import RewriteConfig
 from corpus.readers import detect_format
-from scoring.errors import InputError
+from scoring.errors import ConfigError, InputError, JobStateError
 from service.auth import PrincipalDep
-from service.deps import RuntimeDep
+from service.deps import Runtime, RuntimeDep
+from service.exports import export_config_for
 from service.fields import JobId
 from service.jobs import Job
+from service.routes.exports import job_exports
 from service.schemas import JobList, JobProgress, JobRequest, JobView, error_responses
+from service.settings import SettingsDep
 
 # The prefix sits on the router (not on include_router) so that route templates, hence metric
 # labels, carry it.
@@ -23,7 +25,7 @@ _ERRORS = error_responses(404, 503)
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "superseded"]
 
 
-def job_view(request: Request, job: Job) -> JobView:
+def job_view(request: Request, job: Job, runtime: Runtime) -> JobView:
     manifest_url = str(request.url_for("get_manifest", job_id=job.id)) if job.state == "succeeded" else None
     return JobView(
         id=job.id,
@@ -38,6 +40,7 @@ def job_view(request: Request, job: Job) -> JobView:
         cancel_requested=job.cancel_requested,
         manifest_url=manifest_url,
         owner=job.owner,
+        exports=job_exports(runtime, job),
     )
 
 
@@ -61,6 +64,7 @@ def create_job(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
+    settings: SettingsDep,
     principal: PrincipalDep,
 ) -> JobView:
     # Every path is confined and checked before anything is read or created.
@@ -77,11 +81,19 @@ def create_job(
             raise InputError(f"inputs[{i}]: {body.inputs[i]!r} lies inside the output directory")
     if output.exists() and not output.is_dir():
         raise InputError(f"output: {body.output!r} exists and is not a directory")
-    config = RewriteConfig(**{**dict(body), "inputs": [str(p) for p in inputs], "output": str(output)})
+    config = body.rewrite_config([str(p) for p in inputs], str(output))
+    for i, options in enumerate(body.exports):  # a bad combination is a 422 now, not a failure later
+        try:
+            export_config_for(output, options, settings.teacher)
+        except ConfigError as exc:
+            raise ConfigError(f"exports[{i}]: {exc}") from None
+    exporting = runtime.exports.live_on_output(config.output) if config.overwrite else None
+    if exporting is not None:  # it reads the files this job would replace
+        raise JobStateError(f"export {exporting} is reading output {body.output!r}; overwrite it once that is done")
     job = runtime.store.create(body.model_dump(mode="json", exclude_unset=True), config, principal.name)
     runtime.runner.notify()
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
-    return job_view(request, job)
+    return job_view(request, job, runtime)
 
 
 @router.get("/jobs", response_model=JobList, summary="list jobs, newest first", responses=_ERRORS)
@@ -93,12 +105,12 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
     jobs = runtime.store.list_jobs(principal, state, limit)
-    return JobList(jobs=[job_view(request, j) for j in jobs])
+    return JobList(jobs=[job_view(request, j, runtime) for j in jobs])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="a job's state and progress", responses=_ERRORS)
 def get_job(job_id: JobId, request: Request, runtime: RuntimeDep, principal: PrincipalDep) -> JobView:
-    return job_view(request, runtime.store.get(job_id, principal))
+    return job_view(request, runtime.store.get(job_id, principal), runtime)
 
 
 @router.delete(
@@ -109,4 +121,4 @@ def get_job(job_id: JobId, request: Request, runtime: RuntimeDep, principal: Pri
     responses=error_responses(404, 409, 503, e409="the job already finished"),
 )
 def cancel_job(job_id: JobId, request: Request, runtime: RuntimeDep, principal: PrincipalDep) -> JobView:
-    return job_view(request, runtime.runner.cancel(job_id, principal))
+    return job_view(request, runtime.runner.cancel(job_id, principal), runtime)

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
+from corpus import confine
 from corpus.manifest import MANIFEST_NAME, load_manifest
 from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME
 from scoring.errors import AuthenticationError, NotFoundError
@@ -25,7 +26,7 @@ from service.auth import bearer_scheme, require_api_key
 from service.deps import RuntimeDep
 from service.jobs import Job
 from service.keys import Principal, find_principal
-from service.routes.exports import export_records
+from service.routes.exports import job_exports
 from service.settings import SettingsDep
 
 COOKIE = "reweigh_key"
@@ -101,10 +102,10 @@ def progress_view(job: Job, now: float) -> dict[str, Any]:
 def source_shares(output: Path) -> list[tuple[str, int, float]]:
     """(source, documents with repeats, share of the epoch) from the shards' `source` field (top
     level, or inside `meta`); empty when the documents carry no source."""
-    manifest = load_manifest(output / MANIFEST_NAME)
+    manifest = load_manifest(confine.check(output / MANIFEST_NAME))
     counts: dict[str, int] = {}
     for shard in manifest.shards:
-        parquet = pq.ParquetFile(output / shard.path)
+        parquet = pq.ParquetFile(confine.parquet_source(output / shard.path))
         names = parquet.schema_arrow.names
         column = "source" if "source" in names else "meta" if "meta" in names else None
         if column is None:
@@ -125,7 +126,10 @@ def source_shares(output: Path) -> list[tuple[str, int, float]]:
 def jobs_page(request: Request, runtime: RuntimeDep, principal: UiPrincipal) -> Response:
     now = time.time()
     jobs = runtime.store.list_jobs(principal, None, 200)  # the caller's jobs (an admin's: all)
-    rows = [{"job": j, "progress": progress_view(j, now)} for j in jobs]
+    rows = [
+        {"job": j, "output": runtime.roots.relative(str(j.output)), "progress": progress_view(j, now)}
+        for j in jobs
+    ]
     return templates.TemplateResponse(
         request, "jobs.html", {"rows": rows, "refresh": any(j.state in LIVE for j in jobs)}
     )
@@ -138,23 +142,28 @@ def job_page(job_id: str, request: Request, runtime: RuntimeDep, principal: UiPr
     job = runtime.store.get(job_id, principal)
     context: dict[str, Any] = {
         "job": job,
+        "output": runtime.roots.relative(str(job.output)),  # as clients see paths: under the data root
         "progress": progress_view(job, time.time()),
         "refresh": job.state in LIVE,
         "report": None,
         "plots": [],
         "sources": [],
-        "exports": [],
+        # The export jobs, from the store: their state and error too, paths relative to the data root.
+        "exports": job_exports(runtime, job),
         "diagnostics": None,
     }
+    context["refresh"] = context["refresh"] or any(e.state in ("queued", "running") for e in context["exports"])
     report_path = job.output / REPORT_NAME
     if job.state == "succeeded" and report_path.is_file():
-        report = json.loads(report_path.read_text())
+        # What the job wrote, read as a job reads: a file swapped for a symlink out of the roots is refused.
+        with confine.confined_to(runtime.roots.roots), confine.open_read(report_path) as fh:
+            report = json.loads(fh.read())
         context["report"] = report
         # The selection-quality diagnostics, where the report carries them (older reports do not).
         context["diagnostics"] = report.get("pair_diagnostics") or report.get("diagnostics")
         context["plots"] = [name for name in PLOTS if (job.output / name).is_file()]
-        context["sources"] = source_shares(job.output)
-        context["exports"] = export_records(job.output)
+        with confine.confined_to(runtime.roots.roots):
+            context["sources"] = source_shares(job.output)
     return templates.TemplateResponse(request, "job.html", context)
 
 
@@ -165,7 +174,7 @@ def job_plot(job_id: str, name: str, runtime: RuntimeDep, principal: UiPrincipal
     path = runtime.store.get(job_id, principal).output / name
     if not path.is_file():
         raise NotFoundError(f"job {job_id} has no {name}")
-    return FileResponse(path, media_type="image/png")
+    return FileResponse(confine.check(path, runtime.roots.roots), media_type="image/png")
 
 
 @router.get("/static/style.css", name="ui_style")

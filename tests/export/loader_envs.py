@@ -29,6 +29,7 @@ LIBRARIES: dict[str, tuple[str, list[str], list[str]]] = {
     "megatron-core": ("0.16.1", [TORCH], []),  # the newest for Python 3.11 (0.17+ need 3.12)
     "datasets": ("5.2.0", [], []),
     "ray": ("2.60.0", ["ray[data]==2.60.0"], []),
+    "megatron-energon": ("7.4.1", [TORCH], []),
 }
 READY = ".reweigh-ready"
 

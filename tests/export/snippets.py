@@ -51,6 +51,16 @@ for name, dataset in indexed_datasets(EXPORT_DIR).items():
     print(name, [dataset[i].tolist() for i in range(len(dataset))])
 """
 
+ENERGON = """
+import json, os, sys
+EXPORT_DIR = os.environ["EXPORT_DIR"]
+sys.path.insert(0, EXPORT_DIR)
+from load_energon import epoch_texts, prepare
+
+prepare(EXPORT_DIR)  # once: Energon's own index of each dataset (what `energon prepare` writes)
+print(json.dumps(epoch_texts(EXPORT_DIR)))  # one epoch of metadataset.yaml: blend_epochized, repetitions r
+"""
+
 
 def run_snippet(python: str | Path, snippet: str, export_dir: Path, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
@@ -72,3 +82,11 @@ def ids_seen(stdout: str) -> Counter[str]:
         if line.startswith("[") and line.endswith("]"):
             return Counter(json.loads(line.replace("'", '"')))
     raise AssertionError(f"the snippet printed no list of ids:\n{stdout[-4000:]}")
+
+
+def texts_seen(stdout: str) -> Counter[str]:
+    """The texts in the last printed JSON list (TextSample carries the text, not the id)."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("[") and line.endswith("]"):
+            return Counter(json.loads(line))
+    raise AssertionError(f"the snippet printed no list of texts:\n{stdout[-4000:]}")

@@ -89,7 +89,40 @@ def test_mds_shards_respect_the_size_limit(job: Path, tmp_path: Path) -> None:
             assert shard["raw_data"]["bytes"] <= 2048 or shard["samples"] == 1
 
 
-@pytest.mark.parametrize("fmt", ["mds", "hf"])
+def test_energon_datasets_repeat_to_the_epoch(job: Path, tmp_path: Path) -> None:
+    """Read back by the WebDataset layout (the real Energon does it in the slow tests): dataset
+    `repeat_r`, taken `repetitions: r` times by the metadataset, each row once, text and row."""
+    import tarfile
+
+    import yaml
+
+    record = export(job, tmp_path / "energon", "energon", energon_shard_rows=16)
+    meta = yaml.safe_load((tmp_path / "energon" / "metadataset.yaml").read_text())
+    assert meta["__class__"] == "MetadatasetV2"
+    blend = meta["splits"]["train"]["blend_epochized"]
+    assert [(b["path"], b["repetitions"]) for b in blend] == [(f"./{g['name']}", g["repeats"]) for g in record["groups"]]
+    seen: Counter[str] = Counter()
+    by_id = texts(job)
+    for entry in blend:
+        directory = tmp_path / "energon" / entry["path"]
+        dataset = yaml.safe_load((directory / ".nv-meta" / "dataset.yaml").read_text())
+        assert dataset["field_map"] == {"text": "txt"}
+        shards = sorted(directory.glob("*.tar"))
+        for shard in shards:
+            with tarfile.open(shard) as tar:
+                members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+            assert len(members) <= 2 * 16
+            for name, data in members.items():
+                if name.endswith(".json"):
+                    row = json.loads(data)
+                    assert members[name.removesuffix(".json") + ".txt"].decode() == by_id[row["id"]]
+                    assert row["repeats"] == entry["repetitions"]
+                    seen[row["id"]] += entry["repetitions"]
+    assert seen == expanded(job)
+    assert sum(g["shards"] for g in record["groups"]) == len(list((tmp_path / "energon").rglob("*.tar")))
+
+
+@pytest.mark.parametrize("fmt", ["mds", "hf", "energon"])
 def test_export_is_deterministic(job: Path, tmp_path: Path, fmt: str) -> None:
     export(job, tmp_path / "a" / "x", fmt)
     export(job, tmp_path / "b" / "x", fmt)
@@ -238,5 +271,5 @@ def test_readme_shows_each_loader_snippet_as_the_tests_run_it() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     bodies = {"\n".join(line for line in b.splitlines() if not line.startswith("# ")).strip() for b in blocks}
-    for name in ("MDS", "HF", "RAY", "MEGATRON"):
+    for name in ("MDS", "HF", "RAY", "MEGATRON", "ENERGON"):
         assert getattr(snippets, name).strip() in bodies, name

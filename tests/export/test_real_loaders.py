@@ -18,7 +18,7 @@ from corpus.manifest import load_manifest
 from tests.corpus.helpers import tree_bytes
 from tests.export.conftest import expanded, texts
 from tests.export.loader_envs import loader_python
-from tests.export.snippets import HF, MDS, MEGATRON, RAY, ids_seen, run_snippet
+from tests.export.snippets import ENERGON, HF, MDS, MEGATRON, RAY, ids_seen, run_snippet, texts_seen
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +73,18 @@ def test_hf_load_dataset_epoch_is_the_expanded_multiset(job: Path, tmp_path: Pat
     run_export(ExportConfig(format="hf", manifest=str(job), out=str(tmp_path / "hf"), hf_shard_rows=16))
     stdout = run_snippet(python, HF, tmp_path / "hf", {"HF_DATASETS_CACHE": str(tmp_path / "cache")})
     assert ids_seen(stdout) == expanded(job)
+
+
+def test_energon_epoch_is_the_expanded_multiset(job: Path, tmp_path: Path) -> None:
+    """Energon indexes the export with its own `prepare_dataset`, then one epoch of the metadataset
+    (blend_epochized) yields every document's text exactly `repeats` times."""
+    python = loader_python("megatron-energon")
+    run_export(ExportConfig(format="energon", manifest=str(job), out=str(tmp_path / "energon"), energon_shard_rows=16))
+    by_id = texts(job)
+    want: Counter[str] = Counter()
+    for doc_id, count in expanded(job).items():
+        want[by_id[doc_id]] += count
+    assert texts_seen(run_snippet(python, ENERGON, tmp_path / "energon")) == want
 
 
 def test_ray_data_epoch_is_the_expanded_multiset(job: Path, tmp_path: Path) -> None:

@@ -121,6 +121,38 @@ def test_driver_never_opens_an_input_or_output_shard(
     assert_matches("top_fraction_guards", snapshot(out, input_dir))
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_confinement_travels_to_the_workers(ray_local: Any, tmp_path: Path) -> None:
+    """The service runs each job inside `confined_to(roots)`, a context variable of its thread that
+    Ray workers never see: the executor carries the roots to them. A confined job runs on Ray as it
+    does unconfined, and an input swapped for a symlink leaving the root is refused on the worker
+    (the driver never opens an input) with the local executor's error."""
+    from corpus.confine import confined_to
+    from scoring.errors import PathNotAllowedError
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    executor = ray_executor()
+    try:
+        with confined_to([root]):
+            run_rewrite(case_config("top_fraction_guards", root / "in", root / "out"), FakeSpec(), executor=executor)
+        assert_matches("top_fraction_guards", snapshot(root / "out", root / "in"))
+
+        (root / "in" / "c.parquet").rename(outside / "c.parquet")  # the same bytes, now outside
+        (root / "in" / "c.parquet").symlink_to(outside / "c.parquet")
+        errors = []
+        for name, on in (("local", None), ("ray", executor)):
+            config = case_config("top_fraction_guards", root / "in", root / name)
+            with confined_to([root]), pytest.raises(PathNotAllowedError, match="leads outside the data roots") as exc:
+                run_rewrite(config, FakeSpec(), executor=on)
+            errors.append(str(exc.value))
+            assert not (root / name / "manifest.json").exists()
+    finally:
+        executor.close()
+    assert errors[0] == errors[1] and "c.parquet" in errors[0]
+
+
 class _DiesOnce(FakeEngine):
     """A scorer whose first call, in any process, kills that process: a segfault or the OOM killer."""
 

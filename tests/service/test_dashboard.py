@@ -75,7 +75,11 @@ def test_dashboard_in_chromium(browser, tiny_pair: tuple[Path, Path], tmp_path: 
         export = httpx.post(
             f"{server.url}/v1/jobs/{done}/exports", json={"format": "hf"}, headers=AUTH, timeout=120
         )
-        assert export.status_code == 201, export.text
+        assert export.status_code == 202, export.text
+        deadline = time.monotonic() + 120
+        while httpx.get(export.headers["location"], headers=AUTH).json()["state"] != "succeeded":
+            assert time.monotonic() < deadline, "the export never succeeded"
+            time.sleep(0.1)
         running = submit(server, data, "running", 400)
         deadline = time.monotonic() + 60
         while httpx.get(f"{server.url}/v1/jobs/{running}", headers=AUTH).json()["state"] != "running":

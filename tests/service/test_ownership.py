@@ -193,6 +193,7 @@ def test_a_shard_swapped_for_a_symlink_is_not_served(
     (data_root / "o1" / shard).symlink_to(secret)
     r = two_keys.get(f"/v1/manifests/{a['id']}/{shard}", headers=AUTH)
     assert r.status_code == 403 and b"outside content" not in r.content, r.text
+    assert str(data_root) not in r.text and f"'o1/{shard}' leads outside" in r.text  # the client's path
 
     # The whole output directory swapped for a copy outside: the manifest is not served either.
     shutil.move(data_root / "o1", tmp_path / "moved")

@@ -1,4 +1,4 @@
-"""The /ui dashboard and the export route on the fake engine (tests/service/test_dashboard.py loads
+"""The /ui dashboard on the fake engine (tests/service/test_dashboard.py loads
 the dashboard in a real headless Chromium against a live service)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import AUTH, KEY, write_jsonl
+from tests.service.test_exports import wait_for_export
 from tests.service.test_jobs import wait_for
 
 
@@ -58,16 +59,32 @@ def test_dashboard_shows_pair_diagnostics_when_the_report_has_them(
     assert "spearman_teacher_reference" in detail and "0.42" in detail
 
 
-def test_export_route(client: TestClient, data_root: Path) -> None:
+def test_dashboard_lists_a_finished_export(client: TestClient, data_root: Path) -> None:
     job = finished_job(client, data_root)
-    url = f"/v1/jobs/{job['id']}/exports"
-    assert client.post(url, json={"format": "mds"}).status_code == 401
-    made = client.post(url, json={"format": "mds"}, headers=AUTH)
-    assert made.status_code == 201, made.text
-    record = made.json()
-    assert record["export"] == "mds" and Path(record["directory"]) == data_root / "out" / "exports" / "mds"
-    assert sum(g["documents"] for g in record["groups"]) == record["manifest"]["documents_out"]
-    assert client.post(url, json={"format": "mds"}, headers=AUTH).status_code == 409
-    assert client.post(url, json={"format": "mds", "mds_shard_bytes": 5}, headers=AUTH).status_code == 422
-    assert [e["export"] for e in client.get(url, headers=AUTH).json()] == ["mds"]
-    assert "mds export" in client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
+    made = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "mds"}, headers=AUTH)
+    assert made.status_code == 202, made.text
+    wait_for_export(client, made.headers["location"])
+    page = client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
+    assert f'id="export-{made.json()["id"]}"' in page and "mds export" in page and "load_mds.py" in page
+    assert "out/exports/mds" in page and str(data_root) not in page  # relative to the data root
+    failed = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "megatron"}, headers=AUTH)
+    assert wait_for_export(client, failed.headers["location"])["state"] == "failed"  # no teacher here
+    assert "tokenizes: give tokenizer=" in client.get(f"/ui/jobs/{job['id']}", headers=AUTH).text
+
+
+def test_dashboard_reads_a_job_s_files_confined_to_the_data_roots(
+    client: TestClient, data_root: Path, tmp_path: Path
+) -> None:
+    job = finished_job(client, data_root)
+    plot, report = data_root / "out" / "score_histogram.png", data_root / "out" / "report.json"
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG outside content")
+    plot.unlink()
+    plot.symlink_to(secret)
+    r = client.get(f"/ui/jobs/{job['id']}/plots/score_histogram.png", headers=AUTH)
+    assert r.status_code == 403 and b"outside content" not in r.content
+    (tmp_path / "report.json").write_text(report.read_text())
+    report.unlink()
+    report.symlink_to(tmp_path / "report.json")
+    page = client.get(f"/ui/jobs/{job['id']}", headers=AUTH)
+    assert page.status_code == 403 and str(tmp_path) not in page.text
