@@ -222,9 +222,9 @@ def _units(probe: Probe, c: ChunkArrays) -> npt.NDArray[np.int64]:
 
 
 def _column(probe: Probe, c: ChunkArrays) -> npt.NDArray[np.float64]:
-    values = getattr(c, _COLUMNS[probe[0]])
+    values: npt.NDArray[np.float64] | None = getattr(c, _COLUMNS[probe[0]])
     assert values is not None
-    return values  # type: ignore[no-any-return]
+    return values
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,8 @@ class Keep(_BlockPass):
             )
             if self.score_range is not None:
                 histogram += histogram_counts(c.score[ok], *self.score_range)
-            teacher, reference = c.teacher_logprob[ok], c.reference_logprob[ok]  # type: ignore[index]
+            assert c.reference_logprob is not None  # load_chunk reads it
+            teacher, reference = c.teacher_logprob[ok], c.reference_logprob[ok]
             if self.medians is not None:
                 for name, mask in region_masks(teacher, reference, *self.medians).items():
                     regions[name][0] += int(mask.sum())
