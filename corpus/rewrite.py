@@ -52,6 +52,7 @@ from corpus.steps.groups import LabelGroups
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
 from corpus.steps.scorer_report import ScorerReport
 from corpus.steps.select_memory import SelectInMemory
+from corpus.steps.select_run import run_selection
 from corpus.steps.write import PlanShards, WriteShards
 from corpus.writers import ShardCut, output_schema
 from scoring.errors import ConfigError, InputError, JobConflictError
@@ -184,17 +185,23 @@ class _Job:
     def select(self, shards: dict[int, ShardScores], upstream: str) -> Result:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
+        scored = tuple(sorted(shards.items()))
         field = c.groups
+        distributed = c.selection.method == "top-fraction" or c.selection.target_tokens is None
+        if field is None and self.kind == "pair" and distributed:
+            return run_selection(
+                self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
+                name=f"select-{upstream}", cancel=self.cancel,
+            )
+        # Groups (stratification, per-group report figures), soft token targets and documents a proxy
+        # scored (no log-probs, which the distributed diagnostics assume): in one worker's memory.
         if field is not None:
             labels = LabelGroups(
-                self.out, self.inputs, tuple(sorted(shards.items())), field, c.text_field, c.id_field,
+                self.out, self.inputs, scored, field, c.text_field, c.id_field,
                 c.chunk_docs, name=f"groups-{_digest([{'field': field}])}-{upstream}",
             )
             self.executor.run(self.out, labels, cancel=self.cancel)
-        step = SelectInMemory(
-            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed, field,
-            name=f"select-{upstream}",
-        )
+        step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, field, name=f"select-{upstream}")
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
         return result
 

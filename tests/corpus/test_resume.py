@@ -22,7 +22,7 @@ import corpus.executor.base
 import corpus.fsutil
 import corpus.rewrite
 import corpus.scores
-import corpus.steps.select_memory
+import corpus.steps.select
 import corpus.steps.write
 from corpus.config import RewriteConfig
 from corpus.rewrite import run_rewrite
@@ -59,7 +59,7 @@ def _child(config: RewriteConfig, kill_at: tuple[str, str, int] | None, slow: bo
             "scores": corpus.scores,
             "rewrite": corpus.rewrite,
             "markers": corpus.executor.base,
-            "select": corpus.steps.select_memory,
+            "select": corpus.steps.select,
             "write": corpus.steps.write,
             "os": os,
         }[where]
@@ -112,7 +112,9 @@ def test_sigkill_at_every_phase_then_resume_is_byte_identical(
         ("scores", "score_chunk", 3),  # mid-scoring, between chunks
         ("os", "replace", 4),  # a chunk written to its temporary name, not yet renamed
         ("markers", "write_json_atomic", 2),  # an input scored, its completion marker not written
-        ("select", "write_plots", 1),  # selection files written, plots and marker not
+        ("select", "save_array", 1),  # dedup candidates scattered, nothing else of the selection
+        ("select", "write_kept", 2),  # a block's first selection file written, not its marker
+        ("select", "write_plots", 1),  # every selection file written, plots and marker not
         ("write", "write_bytes_atomic", 3),  # two output shards written
         ("os", "replace", 2),  # an output shard in its temporary file
         ("rewrite", "write_manifest", 1),  # everything but the manifest

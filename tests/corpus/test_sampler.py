@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import pytest
@@ -267,3 +268,36 @@ def test_empty_and_all_dropped() -> None:
         sel = select(cfg, **data)
         assert sel.repeats.sum() == 0 and sel.threshold is None
         assert sel.dropped == {"not_ok": 3}
+
+
+def test_exact_sum_is_exact_and_the_same_over_any_split() -> None:
+    from fractions import Fraction
+
+    from corpus.sampler import SUM_SCALE, exact_sum, sum_value
+
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.random(5000) * 10.0 ** rng.integers(-300, 300, 5000), [0.0, 5e-324, 1.7e308]])
+    whole = exact_sum(values)
+    assert Fraction(whole, 2**SUM_SCALE) == sum(Fraction(float(v)) for v in values)
+    cuts = np.sort(rng.integers(0, len(values), 7))
+    assert sum(exact_sum(part) for part in np.split(values, cuts)) == whole
+    assert sum_value(whole) == math.fsum(values.tolist())  # correctly rounded, as fsum
+
+
+def test_soft_scale_is_the_same_however_many_bisection_steps_a_pass_answers() -> None:
+    from corpus.sampler import exact_sum, soft_weights, solve_log_scale
+
+    rng = np.random.default_rng(2)
+    z = -np.abs(rng.normal(0, 2, 1000))
+    cfg = SelectionConfig(method="soft", max_weight=3.0, target_documents=700)
+    calls: list[int] = []
+
+    def totals(points: list[float]) -> list[int]:
+        calls.append(len(points))
+        return [exact_sum(soft_weights(z, p, cfg)) for p in points]
+
+    plain = solve_log_scale(float(z.min()), 1000.0, 1000, 700, cfg, totals, depth=1)
+    passes = len(calls)
+    calls.clear()
+    assert solve_log_scale(float(z.min()), 1000.0, 1000, 700, cfg, totals, depth=4) == plain
+    assert len(calls) == math.ceil(passes / 4) and calls[0] == 15
