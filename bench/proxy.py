@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--pair-budget", type=float, default=None, metavar="SECONDS",
                         help="stop giving the pair new documents after this long; use those scored (a loaded machine)")
     parser.add_argument("--holdout", type=float, default=0.25)
+    parser.add_argument("--families", nargs="+", default=None, help="feature families to choose from (default: all)")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--band", type=float, nargs="+", default=[0.2, 0.3])
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".proxy-work", help="score cache, timing, proxy")
@@ -186,8 +187,9 @@ def main() -> None:
         np.array([s.teacher_logprob if s.ok else np.nan for s in scored]),
         [s.status for s in scored],
     )
-    proxy_dir = args.work / "proxy"
-    result = distill(sample, engine.tokenizer, proxy_dir, DistillConfig(holdout=args.holdout),
+    proxy_dir = args.work / ("proxy" if not args.families else "proxy-" + "-".join(args.families))
+    families = {"families": tuple(args.families)} if args.families else {}
+    result = distill(sample, engine.tokenizer, proxy_dir, DistillConfig(holdout=args.holdout, **families),
                      pair_fingerprint=engine.fingerprint.as_dict())
     print(format_report(result.report))
 

@@ -1,133 +1,176 @@
-"""Selection at corpus scale without models: driver memory, wall time, and exactness vs the oracle.
+"""The job's select steps at corpus scale, without models: driver memory, wall time, and exactness.
 
-    python bench/selection.py --docs 1000000 --check          # equal to corpus.sampler.select?
-    python bench/selection.py --docs 100000000                # peak RSS of the distributed run
+    python bench/selection.py --docs 1000000 --check      # the steps' output == the in-memory oracle's?
+    python bench/selection.py --docs 10000000 --workers 2 # driver peak RSS, wall, bytes per document
 
-Chunks of synthetic scores are generated from a seed per chunk (score rounded to 0.001 so that
-ties are common, 3% not ok, a teacher spread for the floor, content hashes drawn with repeats so
-that ~5% are duplicates): the same chunk comes back identical on every pass, as a score file would,
-without 100M documents on disk. Each mode runs in a fresh subprocess so that its peak RSS
-(ru_maxrss) is its own. The distributed passes run in that one process, one chunk at a time, so its
-figure is the driver's plus one worker's chunk: an upper bound of the driver alone.
+Synthetic scores chunk files are written first (tests/corpus/synthetic_scores.py: coarse scores with
+many ties, ~5% not scored, ~10% duplicate hashes), in a subprocess of their own. Then the job's
+selection (`corpus.steps.select_run.run_selection`, exactly what `reweigh rewrite` runs after scoring)
+runs in a fresh subprocess whose tasks go to a pool of worker processes, so that the driver's peak RSS
+(ru_maxrss of its own process) is the driver's alone; the workers' peak is printed beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-
 from corpus.config import SelectionConfig
-from corpus.select_distributed import ChunkArrays, DistributedSelection
-
-_M = np.uint64(0xBF58476D1CE4E5B9)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    x = (x ^ (x >> np.uint64(30))) * _M
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+from corpus.executor.base import Executor, Result, Step, StepContext, StepProgressFn, run_task
+from corpus.scores import ShardScores
+from corpus.steps.select_memory import SelectInMemory
+from corpus.steps.select_run import run_selection
+from scoring.protocols import ScorerSpec
+from tests.corpus.synthetic_scores import write_synthetic_scores
 
 
-def make_chunk(i: int, rows: int, docs: int, seed: int) -> ChunkArrays:
-    rng = np.random.default_rng([seed, i])
-    ident = rng.integers(0, max(1, int(docs * 0.95)), rows, dtype=np.uint64)  # equal ids: duplicates
-    words = np.stack([_mix(ident), _mix(ident ^ np.uint64(0x9E3779B97F4A7C15))], axis=1).astype(">u8")
-    return ChunkArrays(
-        score=np.round(rng.normal(0.0, 0.5, rows), 3),
-        teacher_logprob=rng.normal(-3.0, 0.7, rows),
-        n_tokens=rng.integers(20, 2000, rows),
-        ok=rng.random(rows) > 0.03,
-        content_hash=np.frombuffer(words.tobytes(), dtype="S16"),
-    )
+def _task(out: Path, step: Step, rank: int) -> Result:
+    return run_task(out, step, rank, StepContext())
 
 
-def chunk_sizes(docs: int, rows: int) -> list[int]:
-    return [min(rows, docs - start) for start in range(0, docs, rows)]
+class PoolExecutor(Executor):
+    """Runs a step's tasks on a pool of worker processes (what the Ray executor does on a cluster)."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def run(
+        self, out: Path, step: Step, *, progress: StepProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> list[Result]:
+        return list(self.pool.map(_task, [out] * step.tasks, [step] * step.tasks, range(step.tasks)))
+
+    def fingerprint(self, spec: ScorerSpec) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
-def run_mode(mode: str, docs: int, rows: int, config: SelectionConfig, seed: int) -> dict:
-    sizes = chunk_sizes(docs, rows)
+def inputs_of(docs: int, per_input: int) -> tuple[list[str], list[int]]:
+    rows = [min(per_input, docs - start) for start in range(0, docs, per_input)]
+    return [f"in-{i:04d}.jsonl" for i in range(len(rows))], rows
 
-    def load(i: int) -> ChunkArrays:
-        return make_chunk(i, sizes[i], docs, seed)
 
+def _shards(out: Path) -> tuple[tuple[int, ShardScores], ...]:
+    return tuple((i, ShardScores(**s)) for i, s in json.loads((out / "shards.json").read_text()))
+
+
+def generate(out: Path, docs: int, per_input: int, chunk_docs: int, seed: int) -> None:
+    inputs, rows = inputs_of(docs, per_input)
+    shards = write_synthetic_scores(out, inputs, rows, chunk_docs, seed=seed, decimals=3)
+    (out / "shards.json").write_text(json.dumps([[i, s.__dict__] for i, s in shards]))
+
+
+def select(out: Path, mode: str, config: SelectionConfig, chunk_docs: int, per_input: int, workers: int, seed: int) -> dict[str, Any]:
+    shards = _shards(out)
+    inputs = tuple(inputs_of(sum(s.rows for _, s in shards), per_input)[0])
     started = time.perf_counter()
     if mode == "oracle":
-        from corpus.sampler import select
-
-        parts = [load(i) for i in range(len(sizes))]
-        joined = {n: np.concatenate([getattr(c, n) for c in parts]) for n in ChunkArrays.__dataclass_fields__}
-        del parts
-        sel = select(config, **joined)
-        kept_digest = _digest(sel.repeats)
-        out = {"threshold": sel.threshold, "dropped": sel.dropped, "kept": int(sel.repeats.sum())}
+        result = SelectInMemory(out, inputs, shards, config, seed).run(0, StepContext())
     else:
-        with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as work:
-            kept_parts: list[np.ndarray] = []
-            dist = DistributedSelection(config, load, len(sizes), Path(work) / "dedup")
-            result = dist.run(lambda _i, s: kept_parts.append(np.packbits(s.repeats > 0)) if docs <= 10**7 else None)
-        kept_digest = _digest(np.concatenate([np.unpackbits(p)[: sizes[i]] for i, p in enumerate(kept_parts)]).astype(np.int64)) if kept_parts else None
-        out = {"threshold": result.threshold, "dropped": result.dropped, "bracket": result.bracket, "passes": result.passes}
-        out["kept"] = docs - sum(result.dropped.values())
-    out["seconds"] = time.perf_counter() - started
-    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out["kept_digest"] = kept_digest
-    return out
+        executor = PoolExecutor(workers)
+        try:
+            result = run_selection(executor, out, inputs, shards, chunk_docs, config, seed, name="select-bench")
+        finally:
+            executor.close()
+    seconds = time.perf_counter() - started
+    digest = hashlib.sha256()
+    for path in sorted((out / "selection").rglob("*.parquet")):
+        digest.update(path.read_bytes())
+    return {
+        "seconds": seconds,
+        "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "worker_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+        "selection_digest": digest.hexdigest(),
+        "kept_chunks": len(result["kept"]),
+        "report": {k: v for k, v in result["report"].items()},
+    }
 
 
-def _digest(repeats: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(repeats, dtype=np.int64).tobytes()).hexdigest()
+def _subprocess(args: list[str]) -> str:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args[-2:])} failed:\n{done.stderr}")
+    return done.stdout
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--docs", type=int, default=1_000_000)
-    p.add_argument("--chunk-rows", type=int, default=1 << 20)
+    p.add_argument("--chunk-docs", type=int, default=65_536)
+    p.add_argument("--per-input", type=int, default=4_194_304, help="documents per input shard")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--method", choices=["top-fraction", "soft"], default="top-fraction")
     p.add_argument("--ratio", type=float, default=0.5)
-    p.add_argument("--min-teacher-logprob", type=float, default=-4.0)
+    p.add_argument("--min-teacher-logprob", type=float, default=-4.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="also run the in-memory oracle and compare")
-    p.add_argument("--mode", choices=["oracle", "distributed"], help=argparse.SUPPRESS)
+    p.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed)")
+    p.add_argument("--phase", choices=["generate", "distributed", "oracle"], help=argparse.SUPPRESS)
     args = p.parse_args()
-    config = SelectionConfig(ratio=args.ratio, min_teacher_logprob=args.min_teacher_logprob)
-    if args.mode:
-        print(json.dumps(run_mode(args.mode, args.docs, args.chunk_rows, config, args.seed)))
+    config = (
+        SelectionConfig(ratio=args.ratio, min_teacher_logprob=args.min_teacher_logprob)
+        if args.method == "top-fraction"
+        else SelectionConfig(method="soft", min_teacher_logprob=args.min_teacher_logprob)
+    )
+    if args.phase == "generate":
+        generate(args.dir, args.docs, args.per_input, args.chunk_docs, args.seed)
         return 0
-    modes = ["distributed", "oracle"] if args.check else ["distributed"]
-    results = {}
-    for mode in modes:
-        cmd = [sys.executable, __file__, "--mode", mode, "--docs", str(args.docs), "--chunk-rows", str(args.chunk_rows)]
-        cmd += ["--ratio", str(args.ratio), "--min-teacher-logprob", str(args.min_teacher_logprob), "--seed", str(args.seed)]
-        results[mode] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        r = results[mode]
-        print(
-            f"{mode:<12} {args.docs:>12,} docs  wall {r['seconds']:8.1f}s  peak RSS {r['peak_rss_bytes'] / 2**20:8.1f} MiB"
-            f"  = {r['peak_rss_bytes'] / args.docs:8.1f} B/doc  kept {r['kept']:,}  threshold {r['threshold']}"
-            + (f"  (bracket {r['bracket']:,} docs, {r['passes']} radix passes)" if mode == "distributed" else "")
-        )
-    if args.check:
-        d, o = results["distributed"], results["oracle"]
-        same = d["kept_digest"] == o["kept_digest"] and d["threshold"] == o["threshold"] and d["dropped"] == o["dropped"]
-        print(f"distributed == oracle (every decision, threshold, drop counts): {'yes' if same else 'NO'}")
-        if not same:
-            return 1
+    if args.phase:
+        print(json.dumps(select(args.dir, args.phase, config, args.chunk_docs, args.per_input, args.workers, args.seed)))
+        return 0
+
+    root = Path(args.dir or tempfile.mkdtemp(prefix="reweigh-bench-selection-", dir=os.environ.get("TMPDIR")))
+    common = ["--dir", str(root), "--docs", str(args.docs), "--chunk-docs", str(args.chunk_docs)]
+    common += ["--per-input", str(args.per_input), "--workers", str(args.workers), "--method", args.method]
+    common += ["--ratio", str(args.ratio), "--min-teacher-logprob", str(args.min_teacher_logprob), "--seed", str(args.seed)]
+    try:
+        t0 = time.perf_counter()
+        _subprocess([*common, "--phase", "generate"])
+        on_disk = sum(f.stat().st_size for f in (root / "scores").rglob("*.parquet"))
+        print(f"scores files: {args.docs:,} documents, {on_disk / 2**20:,.0f} MiB, written in {time.perf_counter() - t0:.0f}s")
+        results = {}
+        for mode in ["distributed", "oracle"] if args.check else ["distributed"]:
+            shutil.rmtree(root / "selection", ignore_errors=True)
+            shutil.rmtree(root / "steps", ignore_errors=True)
+            r = results[mode] = json.loads(_subprocess([*common, "--phase", mode]))
+            docs = r["report"]["documents"]
+            print(
+                f"{mode:<12} wall {r['seconds']:8.1f}s  driver peak RSS {r['driver_peak_rss'] / 2**20:8.1f} MiB"
+                f" = {r['driver_peak_rss'] / args.docs:6.2f} B/doc"
+                + (f"  (workers' peak {r['worker_peak_rss'] / 2**20:.0f} MiB each)" if mode == "distributed" else "")
+                + f"  kept {docs['kept']:,}  threshold {r['report']['threshold']}"
+            )
+        if args.check:
+            d, o = results["distributed"], results["oracle"]
+            same = d["selection_digest"] == o["selection_digest"] and d["report"] == o["report"]
+            print(f"distributed == oracle (selection files byte for byte, report figures): {'yes' if same else 'NO'}")
+            if not same:
+                return 1
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    simd = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "sse4")))
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
-    print(f"machine: {cpu}, {os.cpu_count()} cores, numpy {np.__version__}; chunk_rows={args.chunk_rows}; shared and loaded")
+    print(f"machine: {cpu}, {os.cpu_count()} cores, flags {' '.join(simd)}; load {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -110,8 +110,15 @@ def pair_warnings(
 
 
 def _region_masks(teacher: Floats, reference: Floats) -> dict[str, npt.NDArray[np.bool_]]:
-    teacher_easy = teacher > np.median(teacher)
-    reference_easy = reference > np.median(reference)
+    return region_masks(teacher, reference, float(np.median(teacher)), float(np.median(reference)))
+
+
+def region_masks(
+    teacher: Floats, reference: Floats, teacher_median: float, reference_median: float
+) -> dict[str, npt.NDArray[np.bool_]]:
+    """MiniPLM's regions, given each model's median over the scored documents (a chunk's worth at a time)."""
+    teacher_easy = teacher > teacher_median
+    reference_easy = reference > reference_median
     return {
         "easy": teacher_easy & reference_easy,
         "hard": teacher_easy & ~reference_easy,
@@ -120,13 +127,44 @@ def _region_masks(teacher: Floats, reference: Floats) -> dict[str, npt.NDArray[n
 
 
 def _kept_summary(mask: npt.NDArray[np.bool_], kept: npt.NDArray[np.bool_]) -> dict[str, Any]:
-    documents = int(mask.sum())
-    kept_documents = int((mask & kept).sum())
+    return kept_summary(int(mask.sum()), int((mask & kept).sum()))
+
+
+def kept_summary(documents: int, kept_documents: int) -> dict[str, Any]:
     return {
         "documents": documents,
         "kept": kept_documents,
         "kept_share": kept_documents / documents if documents else None,
     }
+
+
+def correlations(teacher: Floats, reference: Floats, score: Floats) -> dict[str, float | None]:
+    return {
+        "teacher_vs_reference": rank_correlation(teacher, reference),
+        "score_vs_teacher": rank_correlation(score, teacher),
+        "score_vs_reference": rank_correlation(score, reference),
+    }
+
+
+def score_is_constant(n: int, score_min: float, score_max: float) -> bool:
+    return n > 1 and bool(score_max - score_min <= 1e-9 * max(1.0, abs(score_min), abs(score_max)))
+
+
+def assemble(
+    n: int,
+    rank_correlations: dict[str, float | None],
+    regions: dict[str, dict[str, Any]] | None,
+    score_constant: bool,
+    sampled: int | None = None,
+) -> dict[str, Any]:
+    """The diagnostics from their parts, however they were computed (all documents in memory, or
+    reductions over chunks). `sampled`: the correlations are over that many documents, not all `n`."""
+    result: dict[str, Any] = {"documents": n, "rank_correlations": rank_correlations}
+    if sampled is not None:
+        result["rank_correlations_sample"] = sampled
+    result["regions"] = regions
+    result["warnings"] = pair_warnings(n, **rank_correlations, score_constant=score_constant)
+    return result
 
 
 def pair_diagnostics(
@@ -137,48 +175,56 @@ def pair_diagnostics(
     ok: npt.NDArray[np.bool_],
     repeats: npt.NDArray[np.int64],
     groups: npt.NDArray[np.str_] | None = None,
+    sample: npt.NDArray[np.bool_] | None = None,
     stratified: bool = False,
 ) -> dict[str, Any]:
     """Rank correlations, regions and (with `groups`, one label per document) per-group shares over
     the scored documents, and the warnings they raise. A document counts as kept when repeated at
-    least once; `output_share` counts repeats."""
-    teacher, reference, value = teacher_logprob[ok], reference_logprob[ok], score[ok]
-    kept_repeats = repeats[ok]
-    kept = kept_repeats > 0
-    n = int(ok.sum())
-    correlations = {
-        "teacher_vs_reference": rank_correlation(teacher, reference),
-        "score_vs_teacher": rank_correlation(value, teacher),
-        "score_vs_reference": rank_correlation(value, reference),
-    }
+    least once; `output_share` counts repeats. With `sample` (a mask), the rank correlations are
+    computed over the sampled scored documents only (the rest over all).
+
+    Correlations and regions need both log-probs, so they cover the documents the pair scored; those
+    a proxy scored (no log-probs: a proxy job, or a cascade outside its band) are counted apart, in
+    `proxy_scored` (present only when there are some, so a pair job's report is unchanged). In a
+    cascade the pair scored only the documents near the threshold, and the figures describe those.
+    Groups cover every scored document, whichever scorer scored it."""
+    pair_scored = ok & np.isfinite(teacher_logprob) & np.isfinite(reference_logprob)
+    teacher, reference, value = teacher_logprob[pair_scored], reference_logprob[pair_scored], score[pair_scored]
+    kept = repeats[pair_scored] > 0
+    n = int(pair_scored.sum())
+    if sample is None:
+        corr = correlations(teacher, reference, value)
+    else:
+        s = pair_scored & sample
+        corr = correlations(teacher_logprob[s], reference_logprob[s], score[s])
     score_constant = n > 1 and bool(np.ptp(value) <= 1e-9 * max(1.0, float(np.abs(value).max())))
-    result: dict[str, Any] = {
-        "documents": n,
-        "rank_correlations": correlations,
-        "regions": (
-            {name: _kept_summary(mask, kept) for name, mask in _region_masks(teacher, reference).items()}
-            if n
-            else None
-        ),
-        "warnings": pair_warnings(n, **correlations, score_constant=score_constant),
-    }
+    regions = (
+        {name: _kept_summary(mask, kept) for name, mask in _region_masks(teacher, reference).items()} if n else None
+    )
+    result = assemble(n, corr, regions, score_constant, None if sample is None else int((pair_scored & sample).sum()))
+    proxy_scored = int((ok & np.isfinite(score)).sum()) - n
+    if proxy_scored:
+        result["proxy_scored"] = proxy_scored
     if groups is not None:
         labels = groups[ok]
+        kept_repeats = repeats[ok]
         total_repeats = int(kept_repeats.sum())
+        pair_labels = groups[pair_scored]
         per_group = {}
         for label in sorted(set(labels.tolist())):
             mask = labels == label
+            in_pair = pair_labels == label
             per_group[label] = {
-                **_kept_summary(mask, kept),
-                "input_share": int(mask.sum()) / n,
+                **_kept_summary(mask, kept_repeats > 0),
+                "input_share": int(mask.sum()) / len(labels),
                 "output_share": int(kept_repeats[mask].sum()) / total_repeats if total_repeats else None,
                 "teacher_vs_reference": (
-                    rank_correlation(teacher[mask], reference[mask]) if mask.sum() >= MIN_DOCUMENTS else None
+                    rank_correlation(teacher[in_pair], reference[in_pair]) if in_pair.sum() >= MIN_DOCUMENTS else None
                 ),
             }
         result["groups"] = per_group
         result["warnings"] = _within_groups(
-            result["warnings"], correlations["teacher_vs_reference"], per_group, stratified
+            result["warnings"], corr["teacher_vs_reference"], per_group, stratified
         )
     return result
 
@@ -221,7 +267,9 @@ def describe(diagnostics: dict[str, Any]) -> list[str]:
 
     corr = diagnostics["rank_correlations"]
     lines = [
-        "Pair diagnostics (Spearman): teacher vs reference "
+        "Pair diagnostics (Spearman"
+        + (f", over the {diagnostics['documents']} documents the pair scored" if diagnostics.get("proxy_scored") else "")
+        + "): teacher vs reference "
         f"{fmt(corr['teacher_vs_reference'])}, score vs teacher {fmt(corr['score_vs_teacher'])}, "
         f"score vs reference {fmt(corr['score_vs_reference'])}"
     ]

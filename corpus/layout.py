@@ -4,6 +4,7 @@
     scores/00000-<name>/          per input shard: chunk-NNNNN.parquet, one per chunk of chunk_docs rows
     groups/<field>/00000-<name>/  with stratify_by: per input shard, each chunk's group labels
     selection/00000-<name>/       per input shard: the kept rows of each chunk and what is added to them
+    work/<select step>/           the selection passes' scratch files (dedup partitions), removed after
     steps/<step>/NNNNN.json       completion markers: a finished task's result (corpus/executor/base.py)
     shards/part-00000.parquet     kept documents: original fields + score columns, repeats, weight
     report.json, *.png            counts, quantiles, threshold; histogram and scatter
@@ -25,6 +26,7 @@ JOB_FILE = "job.json"
 SCORES_DIR = "scores"
 GROUPS_DIR = "groups"
 SELECTION_DIR = "selection"
+WORK_DIR = "work"
 SHARDS_DIR = "shards"
 EXPORTS_DIR = "exports"  # the service's exports of the job (exports/<format>/): made from its manifest
 # Names a job owns in its directory: what --overwrite removes (and nothing else).
@@ -33,6 +35,7 @@ OWNED = (
     SCORES_DIR,
     GROUPS_DIR,
     SELECTION_DIR,
+    WORK_DIR,
     STEPS_DIR,
     SHARDS_DIR,
     REPORT_NAME,

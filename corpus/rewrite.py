@@ -46,15 +46,18 @@ from corpus.manifest import (
 )
 from corpus.readers import detect_format
 from corpus.report import REPORT_NAME, write_report
+from corpus.scorers import scorer_kind
 from corpus.scores import ShardScores, schema_b64, unify_fields
 from corpus.selection_files import KeptChunk
 from corpus.steps.groups import LabelGroups
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
+from corpus.steps.scorer_report import ScorerReport
 from corpus.steps.select_memory import SelectInMemory
+from corpus.steps.select_run import run_selection
 from corpus.steps.write import PlanShards, WriteShards
 from corpus.storage import JobPath
 from corpus.writers import ShardCut, output_schema
-from scoring.errors import InputError, JobConflictError
+from scoring.errors import ConfigError, InputError, JobConflictError
 from scoring.protocols import ScorerSpec
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RewriteProgress:
-    phase: str  # "scoring" | "selecting" | "writing" | "reporting" | "done"
+    phase: str  # "scoring" | "selecting" | "auditing" (proxy, cascade) | "writing" | "reporting" | "done"
     documents: int  # documents done in this phase (scoring: read; writing: written, with repeats)
     tokens: int
     shards_done: int  # input shards (scoring) or output shards (writing)
@@ -89,18 +92,23 @@ def run_rewrite(
     executor: Executor | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    audit_documents: int = 0,
 ) -> RewriteResult:
-    """Runs (or resumes) the job on `executor` (default: this process, closed at the end)."""
+    """Runs (or resumes) the job on `executor` (default: this process, closed at the end).
+
+    `scorer` may be the pair, a proxy or a cascade (corpus/scorers.py). For a cascade,
+    `audit_documents` documents the proxy decided alone are also scored by the pair, and the
+    report says how often it agrees (corpus/steps/scorer_report.py)."""
     if not callable(getattr(scorer, "build", None)):
         raise TypeError(
             f"run_rewrite takes a ScorerSpec, not {type(scorer).__name__}: pass a spec the workers "
             "build (e.g. PairSpec), or wrap a scorer built here in scoring.protocols.BuiltScorer"
         )
     if executor is not None:
-        return _Job(config, scorer, executor, progress, cancel).run()
+        return _Job(config, scorer, executor, progress, cancel, audit_documents).run()
     local = LocalExecutor()
     try:
-        return _Job(config, scorer, local, progress, cancel).run()
+        return _Job(config, scorer, local, progress, cancel, audit_documents).run()
     finally:
         local.close()
 
@@ -113,8 +121,10 @@ class _Job:
         executor: Executor,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        audit_documents: int = 0,
     ) -> None:
         self.config, self.scorer, self.executor, self.cancel = config, scorer, executor, cancel
+        self.audit_documents = audit_documents
         self.emit = progress or (lambda _p: None)
         self.out = storage.job_path(config.output)
         self.inputs = tuple(config.inputs)  # patterns until run() expands them
@@ -125,7 +135,14 @@ class _Job:
         # Under the service's confinement: the output may have been swapped since submit.
         confine.check(self.out) if isinstance(self.out, Path) else confine.check_url(self.out.url)
         self.inputs = tuple(storage.expand_inputs(self.config.inputs))
-        fingerprint = job_fingerprint(self.config, self.executor.fingerprint(self.scorer))
+        scorer_fingerprint = self.executor.fingerprint(self.scorer)
+        self.kind = scorer_kind(scorer_fingerprint)
+        if self.audit_documents and self.kind != "cascade":
+            raise ConfigError(
+                f"audit_documents={self.audit_documents} needs a cascade (a pair to audit the proxy with); "
+                f"this job's scorer is the {self.kind}"
+            )
+        fingerprint = job_fingerprint(self.config, scorer_fingerprint, audit_documents=self.audit_documents)
         finished = self.claim(fingerprint)
         if finished is not None:
             finished.seconds = time.perf_counter() - started
@@ -137,6 +154,9 @@ class _Job:
         upstream = _digest(scored)  # later steps' markers hold only for these scores
         selected = self.timed("selecting", lambda: self.select(shards, upstream))
         kept = tuple(KeptChunk(*k) for k in selected["kept"])
+        scorers = None
+        if self.kind != "pair":
+            scorers = self.timed("auditing", lambda: self.report_scorers(shards, selected["report"], upstream))
         fields = unify_fields([s.fields_schema() for _, s in sorted(shards.items())])
         written = self.timed("writing", lambda: self.write(kept, fields, upstream))
 
@@ -147,6 +167,8 @@ class _Job:
             "skipped_inputs": [{"path": p, "reason": r} for p, r in skipped],
             "output_shards": len(written),
         }
+        if scorers is not None:
+            report["scorer"] = {"kind": self.kind, **scorers}
         write_report(self.out, report)
         manifest = build_manifest(fingerprint, formats, self.inputs, shards, skipped, written, fields)
         write_manifest(self.out, manifest)  # last: it is what marks the job finished
@@ -167,16 +189,33 @@ class _Job:
     def select(self, shards: dict[int, ShardScores], upstream: str) -> Result:
         self.emit(RewriteProgress("selecting", 0, 0, 0, 1))
         c = self.config
+        scored = tuple(sorted(shards.items()))
         field = c.groups
+        distributed = c.selection.method == "top-fraction" or c.selection.target_tokens is None
+        if field is None and self.kind == "pair" and distributed:
+            return run_selection(
+                self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
+                name=f"select-{upstream}", cancel=self.cancel,
+            )
+        # Groups (stratification, per-group report figures), soft token targets and documents a proxy
+        # scored (no log-probs, which the distributed diagnostics assume): in one worker's memory.
         if field is not None:
             labels = LabelGroups(
-                self.out, self.inputs, tuple(sorted(shards.items())), field, c.text_field, c.id_field,
+                self.out, self.inputs, scored, field, c.text_field, c.id_field,
                 c.chunk_docs, name=f"groups-{_digest([{'field': field}])}-{upstream}",
             )
             self.executor.run(self.out, labels, cancel=self.cancel)
-        step = SelectInMemory(
-            self.out, self.inputs, tuple(sorted(shards.items())), c.selection, c.seed, field,
-            name=f"select-{upstream}",
+        step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, field, name=f"select-{upstream}")
+        [result] = self.executor.run(self.out, step, cancel=self.cancel)
+        return result
+
+    def report_scorers(self, shards: dict[int, ShardScores], selection: dict[str, Any], upstream: str) -> Result:
+        self.emit(RewriteProgress("auditing", 0, 0, 0, 1))
+        c = self.config
+        step = ScorerReport(
+            self.out, self.inputs, tuple(sorted(shards.items())), selection["threshold"],
+            selection["documents"]["kept"], self.audit_documents, c.seed, c.text_field, c.id_field,
+            scorer=self.scorer if self.audit_documents else None, name=f"scorer-report-{upstream}",
         )
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
         return result
@@ -228,9 +267,11 @@ class _Job:
         return on_step
 
 
-def job_fingerprint(config: RewriteConfig, scorer_fingerprint: dict[str, Any]) -> dict[str, Any]:
+def job_fingerprint(
+    config: RewriteConfig, scorer_fingerprint: dict[str, Any], *, audit_documents: int = 0
+) -> dict[str, Any]:
     """Everything that decides the output bytes, and its digest (goes into the manifest)."""
-    body = {
+    body: dict[str, Any] = {
         "engine": scorer_fingerprint,
         "selection": config.selection.record(),
         "seed": config.seed,
@@ -242,6 +283,8 @@ def job_fingerprint(config: RewriteConfig, scorer_fingerprint: dict[str, Any]) -
         "shard_bytes": config.sizing[1],
         "code": {"reweigh": _version("reweigh"), "pyarrow": pa.__version__, "numpy": np.__version__},
     }
+    if audit_documents:  # a cascade's audit decides the report (absent otherwise: pair digests unchanged)
+        body["audit_documents"] = audit_documents
     body["digest"] = hashlib.sha256(dumps_json(body)).hexdigest()
     return body
 

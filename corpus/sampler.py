@@ -8,17 +8,21 @@ Two methods (MiniPLM, Gu et al. 2025):
 - `soft`: weight_i = clip(c * exp(score_i / temperature), min_weight, max_weight), with c solved so
   that the expected total (documents, or tokens) is the target; each weight is the document's
   expected repeat count. Repeats are floor(weight) plus one more for exactly the right number of
-  documents, drawn by seeded systematic sampling with inclusion probability frac(weight): easy
+  documents, drawn by seeded systematic sampling in chunk order with inclusion probability
+  frac(weight) (so that it runs over chunks: corpus/steps/select.py): easy
   documents are down-weighted (and sometimes dropped) rather than only cut, hard ones repeated.
 
 Guards, applied first with either method: documents whose status is not ok, documents whose teacher
 log-prob is under a floor (text even the teacher finds implausible: noise), and exact duplicates
-(same content hash: the first occurrence is kept).
+(same content hash: the first occurrence is kept). A document scored by a proxy has a score but no
+teacher log-prob: it is selected on its score like any other, and a teacher floor refuses it (see
+`apply_guards`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +38,7 @@ KEPT, NOT_OK, BELOW_TEACHER_FLOOR, DUPLICATE, NOT_SELECTED = range(5)
 DROP_REASONS = ("kept", "not_ok", "below_teacher_floor", "duplicate", "not_selected")
 
 HASH_BYTES = 16  # content-hash prefix kept per document: ample for duplicates, half the memory
+SUM_SCALE = 1126  # exact sums count units of 2**-1126: the smallest float64 mantissa bit
 
 
 
@@ -65,11 +70,15 @@ def select(
     content_hash: npt.ArrayLike,
     seed: int = 0,
     groups: npt.ArrayLike | None = None,
+    chunk_starts: Sequence[int] = (0,),
 ) -> Selection:
     """Weights and repeats for every document. Scores of not-ok documents are ignored (may be NaN).
 
     `groups` (a label per document) is required when the config stratifies: the guards still apply
-    corpus-wide (a duplicate across groups is a duplicate), then each group is selected on its own."""
+    corpus-wide (a duplicate across groups is a duplicate), then each group is selected on its own.
+    `chunk_starts`: where each stored chunk of the documents begins (soft selection's repeats are
+    drawn from per-chunk prefix sums, so that the chunks can be drawn from one at a time; a stratum
+    is drawn as one chunk)."""
     score_a = np.asarray(score, dtype=np.float64)
     teacher_a = np.asarray(teacher_logprob, dtype=np.float64)
     tokens_a = np.asarray(n_tokens, dtype=np.int64)
@@ -79,15 +88,7 @@ def select(
     if not all(len(a) == n for a in (teacher_a, tokens_a, ok_a, hash_a)):
         raise ValueError("score, teacher_logprob, n_tokens, ok and content_hash must have one length")
 
-    reason = np.full(n, NOT_SELECTED, dtype=np.uint8)
-    # A not-ok document may carry any placeholder; a NaN score on an "ok" one is still unusable.
-    ok_a = ok_a & np.isfinite(score_a) & np.isfinite(teacher_a)
-    reason[~ok_a] = NOT_OK
-    eligible = ok_a.copy()
-    if config.min_teacher_logprob is not None:
-        low = eligible & (teacher_a < config.min_teacher_logprob)
-        reason[low] = BELOW_TEACHER_FLOOR
-        eligible &= ~low
+    eligible, reason = apply_guards(config, score=score_a, teacher_logprob=teacher_a, ok=ok_a)
     if config.drop_duplicates:
         dup = eligible & ~_first_occurrences(hash_a, eligible)
         reason[dup] = DUPLICATE
@@ -106,7 +107,7 @@ def select(
     elif config.method == "top-fraction":
         weight, repeats, threshold, scale = _top_fraction(config, idx, score_a, tokens_a, hash_a, n)
     else:
-        weight, repeats, scale = _soft(config, idx, score_a, tokens_a, n, seed)
+        weight, repeats, scale = _soft(config, idx, score_a, tokens_a, n, seed, chunk_starts)
         threshold = None
     reason[repeats > 0] = KEPT
     dropped = {
@@ -157,7 +158,7 @@ def _stratified(
             w, r = np.zeros(m, dtype=np.float64), np.zeros(m, dtype=np.int64)
             info["soft_scale"] = None
         else:
-            w, r, scale = _soft(part.config, local, s, t, m, part.seed)
+            w, r, scale = _soft(part.config, local, s, t, m, part.seed, (0,))
             info["soft_scale"] = scale
         weight[member], repeats[member] = w, r
         info["kept_documents"] = int(np.count_nonzero(r))
@@ -165,6 +166,40 @@ def _stratified(
         info["tokens_out"] = int((r * t).sum())
         record[part.label] = info
     return weight, repeats, record
+
+
+def apply_guards(
+    config: SelectionConfig,
+    *,
+    score: npt.NDArray[np.float64],
+    teacher_logprob: npt.NDArray[np.float64],
+    ok: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
+    """The guards before deduplication (eligible mask, and NOT_OK / BELOW_TEACHER_FLOOR where they
+    drop; NOT_SELECTED elsewhere), shared by `select` and the distributed selection.
+
+    A document is usable when its status is ok and its score finite (a not-ok one may carry any
+    placeholder). Its teacher log-prob may be missing (NaN): a proxy scored it, and no LM ran. The
+    teacher floor is defined on the teacher's log-prob alone, so it refuses such documents by name
+    rather than guessing whether they would have cleared it (rewrite jobs refuse a floor with a
+    proxy or a cascade before anything runs).
+    """
+    reason = np.full(len(score), NOT_SELECTED, dtype=np.uint8)
+    usable = ok & np.isfinite(score)
+    reason[~usable] = NOT_OK
+    eligible = usable.copy()
+    if config.min_teacher_logprob is not None:
+        missing = int((eligible & ~np.isfinite(teacher_logprob)).sum())
+        if missing:
+            raise ConfigError(
+                f"min_teacher_logprob={config.min_teacher_logprob} needs the teacher's log-prob of every "
+                f"document, but {missing} were scored by a proxy (no teacher log-prob): drop the floor, "
+                "or score with the pair"
+            )
+        low = eligible & (teacher_logprob < config.min_teacher_logprob)
+        reason[low] = BELOW_TEACHER_FLOOR
+        eligible &= ~low
+    return eligible, reason
 
 
 def _first_occurrences(
@@ -225,35 +260,77 @@ def _soft_units(
     return np.ones(len(idx), dtype=np.float64), target
 
 
-def _solve_log_scale(
-    z: npt.NDArray[np.float64], units: npt.NDArray[np.float64], target: int, config: SelectionConfig
+def exact_sum(values: npt.NDArray[np.float64]) -> int:
+    """The exact sum of finite non-negative floats, as an integer count of 2**-SUM_SCALE: sums of
+    parts add up to the sum of the whole, whatever the parts (chunks, workers), bit for bit."""
+    total = 0
+    for start in range(0, len(values), 1 << 20):  # per-exponent partial sums stay below 2**53
+        mantissa, exponent = np.frexp(values[start : start + (1 << 20)])
+        ints = (mantissa * 2.0**53).astype(np.int64)  # exact: value = ints * 2**(exponent - 53)
+        if not len(ints):
+            continue
+        low = int(exponent.min())
+        bins = exponent - low
+        high_sums = np.bincount(bins, weights=(ints >> 26).astype(np.float64))  # integers < 2**53: exact
+        low_sums = np.bincount(bins, weights=(ints & ((1 << 26) - 1)).astype(np.float64))
+        for k in np.flatnonzero(high_sums + low_sums):
+            part = (int(high_sums[k]) << 26) + int(low_sums[k])
+            total += part << (int(k) + low - 53 + SUM_SCALE)
+    return total
+
+
+def sum_value(total: int) -> float:
+    """An `exact_sum`, correctly rounded to a float."""
+    return total / (1 << SUM_SCALE)
+
+
+def soft_weights(z: npt.NDArray[np.float64], log_c: float, config: SelectionConfig) -> npt.NDArray[np.float64]:
+    return np.clip(np.exp(np.minimum(log_c + z, 700.0)), config.min_weight, config.max_weight)
+
+
+def solve_log_scale(
+    z_min: float,
+    units_sum: float,
+    documents: int,
+    target: int,
+    config: SelectionConfig,
+    totals: Callable[[list[float]], list[int]],
+    depth: int = 1,
 ) -> float:
-    """log c such that sum(clip(exp(log c + z), lo, hi) * units) == target (monotone in c: bisection)."""
+    """log c such that sum(clip(exp(log c + z), lo, hi) * units) == target (monotone in c: bisection).
+
+    `totals(points)` gives the exact sums (`exact_sum`) at several log c at once: each call answers
+    the next `depth` bisection steps (their 2**depth - 1 possible midpoints), so that over chunks a
+    pass of reductions serves several steps; the steps taken are those of plain bisection."""
     lo_w, hi_w = config.min_weight, config.max_weight
-    reachable_lo, reachable_hi = lo_w * units.sum(), hi_w * units.sum()
+    reachable_lo, reachable_hi = lo_w * units_sum, hi_w * units_sum
     what = "target_tokens" if config.target_tokens is not None else "target_documents"
     if not (reachable_lo <= target <= reachable_hi):
         raise ConfigError(
             f"{what}={target} is out of reach with weights in [min_weight={lo_w}, max_weight={hi_w}] over "
-            f"{len(z)} eligible documents (reachable: {reachable_lo:g} to {reachable_hi:g})"
+            f"{documents} eligible documents (reachable: {reachable_lo:g} to {reachable_hi:g})"
         )
-
-    def total(log_c: float) -> float:
-        return float((np.clip(np.exp(np.minimum(log_c + z, 700.0)), lo_w, hi_w) * units).sum())
-
     # z <= 0 with max 0: at log c = log(hi) the best document already sits at max_weight; at the
     # other end every document is at min_weight (or 0) once log c + max(z)... is far below.
-    upper = math.log(hi_w) - float(z.min()) + 1.0
+    upper = math.log(hi_w) - z_min + 1.0
     lower = math.log(hi_w) - 800.0
-    for _ in range(200):
-        mid = 0.5 * (lower + upper)
-        if total(mid) < target:
-            lower = mid
-        else:
-            upper = mid
-        if upper - lower < 1e-13:
-            break
-    return upper
+    steps = 0
+    while True:
+        points: list[float] = []
+        frontier = [(lower, upper)]
+        for _ in range(depth):
+            points += [0.5 * (lo + hi) for lo, hi in frontier]
+            frontier = [pair for lo, hi in frontier for pair in ((lo, 0.5 * (lo + hi)), (0.5 * (lo + hi), hi))]
+        value = dict(zip(points, (sum_value(t) for t in totals(points)), strict=True))
+        for _ in range(depth):
+            mid = 0.5 * (lower + upper)
+            if value[mid] < target:
+                lower = mid
+            else:
+                upper = mid
+            steps += 1
+            if upper - lower < 1e-13 or steps == 200:
+                return upper
 
 
 def _soft(
@@ -263,6 +340,7 @@ def _soft(
     tokens: npt.NDArray[np.int64],
     n: int,
     seed: int,
+    chunk_starts: Sequence[int],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], float | None]:
     weight = np.zeros(n, dtype=np.float64)
     repeats = np.zeros(n, dtype=np.int64)
@@ -274,16 +352,22 @@ def _soft(
         return weight, repeats, None
     units, target = _soft_units(config, idx, tokens)
     z = (score[idx] - score[idx].max()) / config.temperature
-    log_c = _solve_log_scale(z, units, target, config)
-    w = np.clip(np.exp(np.minimum(log_c + z, 700.0)), config.min_weight, config.max_weight)
+    log_c = solve_log_scale(
+        float(z.min()), float(units.sum()), len(idx), target, config,
+        lambda points: [exact_sum(soft_weights(z, p, config) * units) for p in points],
+    )
+    w = soft_weights(z, log_c, config)
     base = np.floor(w).astype(np.int64)
     frac = w - base
     rng = np.random.Generator(np.random.PCG64(seed))
+    # The eligible documents of each chunk, in order: the systematic draw's per-chunk prefix sums.
+    bounds = np.searchsorted(idx, np.asarray([*chunk_starts[1:]], dtype=np.int64))
+    pieces = np.split(frac, bounds)
     if config.target_tokens is None:
-        extra = _systematic_draw(frac, target - int(base.sum()), rng)
+        extra = np.concatenate(systematic_draw(pieces, target - int(base.sum()), rng.random()))
     else:
         extra = _token_draw(
-            frac, units.astype(np.int64), target - int((base * units.astype(np.int64)).sum()), rng
+            pieces, units.astype(np.int64), target - int((base * units.astype(np.int64)).sum()), rng
         )
     weight[idx] = w
     repeats[idx] = base + extra
@@ -291,32 +375,60 @@ def _soft(
     return weight, repeats, math.exp(log_c)
 
 
-def _systematic_draw(
-    frac: npt.NDArray[np.float64], count: int, rng: np.random.Generator
-) -> npt.NDArray[np.int64]:
+@dataclass(frozen=True)
+class Draw:
+    """Where the systematic draw's points fall: p_j = (u + j) * step for 0 <= j < count, over the
+    fractional weights laid end to end in chunk order (a chunk covers [offset, end))."""
+
+    u: float
+    step: float
+    count: int
+
+    def chunk_extras(self, frac: npt.NDArray[np.float64], offset: float, end: float, last: bool) -> npt.NDArray[np.int64]:
+        """One extra repeat for each document of this chunk that a point falls on."""
+        extra = np.zeros(len(frac), dtype=np.int64)
+        if self.count <= 0 or not len(frac):
+            return extra
+        j = np.arange(
+            max(0, math.floor(offset / self.step - self.u) - 2),
+            min(self.count, math.ceil(end / self.step - self.u) + 3) if not last else self.count,
+        )
+        p = (self.u + j) * self.step
+        p = p[(p >= offset) & ((p < end) | last)]
+        if not len(p):
+            return extra
+        cum = np.cumsum(frac)
+        hits = np.searchsorted(cum, p - offset, side="right")
+        positive = np.flatnonzero(frac > 0)
+        if not len(positive):
+            raise ConfigError(f"cannot hand out {len(p)} remainder repeats in a chunk with no fractional weight")
+        hits = np.minimum(hits, positive[-1])  # a point at the very end (float error) takes the last
+        # Float error can put two points on one document (a fraction within 1e-12 of 1); then a
+        # neighbour takes the hit.
+        hits = _unique_hits(hits, frac)
+        extra[hits] = 1
+        return extra
+
+
+def systematic_draw(pieces: list[npt.NDArray[np.float64]], count: int, u: float) -> list[npt.NDArray[np.int64]]:
     """Exactly `count` documents get one extra repeat; document i with probability frac[i].
 
-    Systematic sampling over a seeded permutation: points u, u+1, ..., u+count-1 on the cumulative
-    fractions. Because sum(frac) == count (up to float error, rescaled away) and each frac < 1, no
-    document is hit twice and exactly `count` are hit.
-    """
-    extra = np.zeros(len(frac), dtype=np.int64)
-    perm = rng.permutation(len(frac))
-    u = rng.random()
-    if count <= 0:
-        return extra
-    candidates = np.count_nonzero(frac > 0)
+    Systematic sampling in chunk order: points u, u+1, ..., u+count-1 (scaled by sum(frac) / count,
+    which float error alone keeps from 1) on the cumulative fractions, where a chunk's cumulative
+    fractions start at the exact sum of the chunks before it. Each chunk's hits need only its own
+    fractions and that offset, so chunks are drawn from one at a time, anywhere."""
+    candidates = sum(int(np.count_nonzero(f > 0)) for f in pieces)
     if count > candidates:  # only reachable through float error at the bisection's end
         raise ConfigError(f"cannot hand out {count} remainder repeats over {candidates} fractional weights")
-    f = frac[perm]
-    cum = np.cumsum(f)
-    cum *= count / cum[-1]
-    cum[-1] = count  # exactly, so that the last point always lands
-    hits = np.searchsorted(cum, u + np.arange(count), side="right")
-    # Rescaling can push a fraction within 1e-12 of 1 over it; then a neighbour takes the hit.
-    hits = _unique_hits(hits, f)
-    extra[perm[hits]] = 1
-    return extra
+    sums = [exact_sum(f) for f in pieces]
+    total = sum_value(sum(sums))
+    draw = Draw(u, total / count if count > 0 else 0.0, count)
+    out, before = [], 0
+    last = max((i for i, s in enumerate(sums) if s > 0), default=-1)  # takes points past the end
+    for i, (f, s) in enumerate(zip(pieces, sums, strict=True)):
+        out.append(draw.chunk_extras(f, sum_value(before), sum_value(before + s), i == last))
+        before += s
+    return out
 
 
 def _unique_hits(hits: npt.NDArray[np.int64], f: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
@@ -334,7 +446,7 @@ def _unique_hits(hits: npt.NDArray[np.int64], f: npt.NDArray[np.float64]) -> npt
 
 
 def _token_draw(
-    frac: npt.NDArray[np.float64], units: npt.NDArray[np.int64], budget: int, rng: np.random.Generator
+    pieces: list[npt.NDArray[np.float64]], units: npt.NDArray[np.int64], budget: int, rng: np.random.Generator
 ) -> npt.NDArray[np.int64]:
     """Extra repeats worth at most `budget` tokens, short of it by less than one document.
 
@@ -342,13 +454,11 @@ def _token_draw(
     documents, then, in a seeded order, drawn documents are given back while over budget and undrawn
     ones added while they fit.
     """
+    frac = np.concatenate(pieces)
     expected = float((frac * units).sum())
     count = round(float(frac.sum())) if expected > 0 else 0
-    extra = (
-        _systematic_draw(frac, min(count, int(np.count_nonzero(frac > 0))), rng)
-        if count
-        else np.zeros(len(frac), np.int64)
-    )
+    count = min(count, int(np.count_nonzero(frac > 0)))
+    extra = np.concatenate(systematic_draw(pieces, count, rng.random())) if count else np.zeros(len(frac), np.int64)
     order = rng.permutation(len(frac))
     used = int((extra * units).sum())
     for i in order[::-1]:

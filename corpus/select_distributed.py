@@ -1,266 +1,319 @@
-"""Selection from per-chunk work, with driver memory O(chunks + bracket), never O(documents).
+"""Selection from per-chunk work: the pure pieces the select steps (corpus/steps/select.py) run.
 
-The same decisions as `corpus.sampler.select` (its in-memory oracle) for the guards and top-fraction
-(a ratio or a token budget), computed from passes over chunks that a worker each can run:
+Every function here either works on one chunk's arrays (what a worker does) or merges what the
+chunks returned (what the driver does), so the driver holds O(chunks + bracket), never O(documents).
+The decisions equal `corpus.sampler.select`, the in-memory oracle:
 
-1. Guards per chunk: not ok (status, non-finite score or teacher log-prob), under the teacher floor.
-2. Exact duplicates: each chunk scatters (content hash, global position) of its candidates into
-   `partitions` files by hash prefix; each partition is sorted on its own, and every occurrence after
-   the first (lowest position) is a duplicate; each chunk then reads back its own duplicates.
-3. The cut: documents rank best first by (score desc, content hash, position). A radix search over
-   the score's order-preserving 64-bit key, 16 bits per pass, merges per-chunk histograms (of counts
-   and of units: 1 per document, or tokens) until the bin that holds the cut has at most
-   `bracket_limit` documents; those alone are gathered and ranked exactly. The first document not
-   kept is the cut; a final pass keeps, per chunk, every eligible document ranked before it.
+- Guards per chunk (`corpus.sampler.apply_guards`): not ok (status, non-finite score), under the teacher floor.
+- Exact duplicates: each block scatters (content hash, position) of its candidates into partition
+  files by hash prefix; each partition is sorted on its own and every occurrence after the first
+  (lowest position) is a duplicate; each chunk reads its own duplicates back.
+- Order statistics by radix select over an order-preserving 64-bit key, `LEVEL_BITS` per pass: the
+  blocks return histograms of the keys under the prefix found so far (counts, and units: documents
+  or tokens), the driver merges them and descends into the bin holding the wanted rank until that
+  bin holds at most `BRACKET_LIMIT` documents, which are then gathered and ranked exactly. The
+  top-fraction cut is one such query (ranked by score desc, content hash, position, in units); the
+  report's score quantiles and the diagnostics' medians are others (in documents).
 
-Positions are `chunk << 20 | row in chunk` (chunks hold at most 2^20 rows), in fixed chunk order, so
-ties break exactly as the oracle breaks them by index. Soft selection still runs in memory
-(corpus/steps/select_memory.py): see the module notes in README ("Selection at scale").
+Positions are `chunk << ROW_BITS | row in chunk` (chunks hold at most 2^20 rows), in fixed chunk
+order, so ties break exactly as the oracle breaks them by index.
 """
 
 from __future__ import annotations
 
-import math
-import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+import base64
+import zlib
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from corpus.config import SelectionConfig
-from corpus.sampler import BELOW_TEACHER_FLOOR, DROP_REASONS, DUPLICATE, KEPT, NOT_OK, NOT_SELECTED
+from corpus.sampler import (
+    DUPLICATE,
+    Draw,
+    apply_guards,
+    soft_weights,
+)
 from scoring.errors import ConfigError
 
 ROW_BITS = 20
-DIGIT_BITS = 16
-_DIGITS = 1 << DIGIT_BITS
-_DEDUP_DTYPE = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("pos", "<i8")])
+LEVEL_BITS = (12, 12, 12, 12, 16)  # 12: a block's histogram stays small; the last level ends the key
+BRACKET_LIMIT = 1 << 16  # documents a query's last bin may hold before they are gathered
+DEDUP_DTYPE = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("pos", "<i8")])
+SAMPLE_SIZE = 100_000  # documents the rank correlations and the scatter plot are computed over
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 @dataclass(frozen=True)
 class ChunkArrays:
-    """One chunk's selection inputs (what corpus/steps/select_memory.py loads for all chunks)."""
+    """One chunk's selection inputs, aligned by row."""
 
     score: npt.NDArray[np.float64]
     teacher_logprob: npt.NDArray[np.float64]
     n_tokens: npt.NDArray[np.int64]
     ok: npt.NDArray[np.bool_]  # status == "ok"
     content_hash: npt.NDArray[np.bytes_]  # S16 prefixes, as the oracle uses them
+    reference_logprob: npt.NDArray[np.float64] | None = None
 
 
-ChunkLoader = Callable[[int], ChunkArrays]
-
-
-@dataclass
-class ChunkSelection:
-    repeats: npt.NDArray[np.int64]
-    weight: npt.NDArray[np.float64]
-    reason: npt.NDArray[np.uint8]
-
-
-@dataclass
-class CutResult:
-    """What the driver holds: O(1) plus per-reason counts."""
-
-    threshold: float | None
-    dropped: dict[str, int] = field(default_factory=dict)
-    bracket: int = 0  # documents ranked exactly
-    passes: int = 0  # radix passes over the chunks
+# ------------------------------------------------------------------------------------ keys
 
 
 def order_key(score: npt.NDArray[np.float64]) -> npt.NDArray[np.uint64]:
     """uint64 keys whose ascending order is descending score (best first); +0.0 and -0.0 tie."""
     s = np.where(score == 0.0, 0.0, score)  # -0.0 -> +0.0, as the oracle's float compare sees them
-    bits = s.view(np.uint64)
+    bits = np.ascontiguousarray(s, dtype=np.float64).view(np.uint64)
     ascending = np.where(bits >> np.uint64(63), ~bits, bits | np.uint64(1 << 63))
     return ~ascending
 
 
-def _hash_words(content_hash: npt.NDArray[np.bytes_]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+def key_value(key: int) -> float:
+    """The score whose `order_key` is `key`."""
+    ascending = ~key & (2**64 - 1)
+    bits = ascending & ~(1 << 63) if ascending >> 63 else ~ascending & (2**64 - 1)
+    return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
+
+
+def hash_words(content_hash: npt.NDArray[np.bytes_]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     raw = np.frombuffer(np.ascontiguousarray(content_hash, dtype="S16").tobytes(), dtype=">u8").reshape(-1, 2)
     return raw[:, 0].astype(np.uint64), raw[:, 1].astype(np.uint64)
 
 
-def _guards(config: SelectionConfig, c: ChunkArrays) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
-    reason = np.full(len(c.score), NOT_SELECTED, dtype=np.uint8)
-    ok = c.ok & np.isfinite(c.score) & np.isfinite(c.teacher_logprob)
-    reason[~ok] = NOT_OK
-    eligible = ok.copy()
-    if config.min_teacher_logprob is not None:
-        low = eligible & (c.teacher_logprob < config.min_teacher_logprob)
-        reason[low] = BELOW_TEACHER_FLOOR
-        eligible &= ~low
-    return eligible, reason
+def positions(chunk: int, n: int) -> npt.NDArray[np.int64]:
+    return (chunk << ROW_BITS) | np.arange(n, dtype=np.int64)
 
 
-class DistributedSelection:
-    """Runs the passes over `chunks` chunks read by `load`; `work` holds the dedup partitions."""
+def sample_key(pos: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.uint64]:
+    """A seeded hash of each position (splitmix64): the sample is the documents with the lowest keys,
+    so it is the same whichever blocks, workers or executor computed it."""
+    with np.errstate(over="ignore"):
+        x = pos.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
 
-    def __init__(
-        self,
-        config: SelectionConfig,
-        load: ChunkLoader,
-        chunks: int,
-        work: Path,
-        *,
-        partitions: int = 16,
-        bracket_limit: int = 1 << 20,
-    ) -> None:
-        if config.method != "top-fraction":
-            raise ConfigError(f"method={config.method!r} is selected in memory (corpus.sampler.select)")
-        self.config, self.load, self.chunks, self.work = config, load, chunks, work
-        self.partitions, self.bracket_limit = partitions, bracket_limit
 
-    # -------------------------------------------------------------------------------- per chunk
+def sample_bound(scored: int) -> int:
+    """Keys below this are gathered (a few more than SAMPLE_SIZE expected; all when few are scored)."""
+    if scored <= SAMPLE_SIZE:
+        return 2**64
+    return min(2**64, int(2**64 * 1.25 * SAMPLE_SIZE / scored))
 
-    def eligible(self, i: int, c: ChunkArrays) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
-        eligible, reason = _guards(self.config, c)
-        if self.config.drop_duplicates:
-            dup = self._duplicates_of(i, len(c.score)) & eligible
-            reason[dup] = DUPLICATE
-            eligible &= ~dup
-        return eligible, reason
 
-    def _scatter(self, i: int) -> None:
-        c = self.load(i)
-        eligible, _ = _guards(self.config, c)
-        hi, lo = _hash_words(c.content_hash)
-        rows = np.flatnonzero(eligible)
-        part = (hi[rows] >> np.uint64(64 - 8)).astype(np.int64) * self.partitions // 256
-        for p in range(self.partitions):
-            take = rows[part == p]
-            out = np.empty(len(take), dtype=_DEDUP_DTYPE)
-            out["hi"], out["lo"], out["pos"] = hi[take], lo[take], (i << ROW_BITS) | take
-            np.save(self.work / f"p{p:04d}-c{i:07d}.npy", out)
+# ------------------------------------------------------------------------------------ guards, dedup
 
-    def _reduce_partition(self, p: int) -> None:
-        parts = [np.load(self.work / f"p{p:04d}-c{i:07d}.npy") for i in range(self.chunks)]
-        entries = np.concatenate(parts) if parts else np.empty(0, _DEDUP_DTYPE)
-        entries = entries[np.lexsort((entries["pos"], entries["lo"], entries["hi"]))]
-        same = (entries["hi"][1:] == entries["hi"][:-1]) & (entries["lo"][1:] == entries["lo"][:-1])
-        np.save(self.work / f"dups-{p:04d}.npy", np.sort(entries["pos"][1:][same]))
-        for i in range(self.chunks):
-            (self.work / f"p{p:04d}-c{i:07d}.npy").unlink()
 
-    def _duplicates_of(self, i: int, n: int) -> npt.NDArray[np.bool_]:
-        dup = np.zeros(n, dtype=bool)
-        lo, hi = i << ROW_BITS, (i + 1) << ROW_BITS
-        for p in range(self.partitions):
-            positions = np.load(self.work / f"dups-{p:04d}.npy", mmap_mode="r")
-            a, b = np.searchsorted(positions, [lo, hi])
-            dup[np.asarray(positions[a:b]) - lo] = True
-        return dup
+def guards(config: SelectionConfig, c: ChunkArrays) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
+    """Eligible before the duplicate guard, and the reason of each row that is not (the oracle's rule)."""
+    return apply_guards(config, score=c.score, teacher_logprob=c.teacher_logprob, ok=c.ok)
 
-    # -------------------------------------------------------------------------------- the passes
 
-    def _chunk_views(self) -> Iterator[tuple[int, ChunkArrays, npt.NDArray[np.bool_], npt.NDArray[np.uint64]]]:
-        for i in range(self.chunks):
-            c = self.load(i)
-            eligible, _ = self.eligible(i, c)
-            yield i, c, eligible, order_key(c.score)
+def scatter_entries(c: ChunkArrays, eligible: npt.NDArray[np.bool_], chunk: int, partitions: int) -> list[npt.NDArray[Any]]:
+    """(hash, position) of the chunk's candidates, one array per hash-prefix partition."""
+    hi, lo = hash_words(c.content_hash)
+    rows = np.flatnonzero(eligible)
+    part = (hi[rows] >> np.uint64(56)).astype(np.int64) * partitions // 256
+    out = []
+    for p in range(partitions):
+        take = rows[part == p]
+        entries = np.empty(len(take), dtype=DEDUP_DTYPE)
+        entries["hi"], entries["lo"], entries["pos"] = hi[take], lo[take], (chunk << ROW_BITS) | take
+        out.append(entries)
+    return out
 
-    def _units(self, c: ChunkArrays) -> npt.NDArray[np.int64]:
-        return c.n_tokens if self.config.keep_tokens is not None else np.ones(len(c.score), np.int64)
 
-    def find_cut(self) -> tuple[tuple[int, int, int, int] | None, CutResult]:
-        """The first document (rank key) not kept, or None when every eligible one is kept."""
-        if self.config.drop_duplicates:
-            self.work.mkdir(parents=True, exist_ok=True)
-            for i in range(self.chunks):
-                self._scatter(i)
-            for p in range(self.partitions):
-                self._reduce_partition(p)
-        result = CutResult(threshold=None)
-        prefix, level, above = 0, 0, 0  # keys matching `prefix` in their top 16*level bits
-        target: int | None = None
-        while True:
-            counts = np.zeros(_DIGITS, np.int64)
-            units = np.zeros(_DIGITS, np.int64)
-            shift = 64 - DIGIT_BITS * (level + 1)
-            for _, c, eligible, key in self._chunk_views():
-                inside = eligible if level == 0 else eligible & ((key >> np.uint64(shift + DIGIT_BITS)) == prefix)
-                digits = ((key[inside] >> np.uint64(shift)) & np.uint64(_DIGITS - 1)).astype(np.int64)
-                counts += np.bincount(digits, minlength=_DIGITS)
-                units += np.bincount(digits, weights=self._units(c)[inside], minlength=_DIGITS).astype(np.int64)
-            result.passes += 1
-            if target is None:
-                target = self._target(int(counts.sum()), int(units.sum()))
-            cum = above + np.cumsum(units)
-            d = int(np.searchsorted(cum, target, side="right"))  # first digit whose prefix exceeds the target
-            if d == _DIGITS:
-                return None, result  # everything (still in the bracket) fits
-            above = int(cum[d - 1]) if d else above
-            prefix = (prefix << DIGIT_BITS) | d
-            level += 1
-            if counts[d] <= self.bracket_limit or level == 64 // DIGIT_BITS:
-                break
-        return self._exact(prefix, 64 - DIGIT_BITS * level, above, target, result), result
+def duplicate_positions(entries: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Sorted positions of every occurrence after the first of a hash, within one partition."""
+    entries = entries[np.lexsort((entries["pos"], entries["lo"], entries["hi"]))]
+    same = (entries["hi"][1:] == entries["hi"][:-1]) & (entries["lo"][1:] == entries["lo"][:-1])
+    return np.sort(entries["pos"][1:][same]).astype(np.int64)
 
-    def _target(self, eligible: int, units: int) -> int:
-        if self.config.keep_tokens is not None:
-            if self.config.keep_tokens > units:
-                raise ConfigError(
-                    f"keep_tokens={self.config.keep_tokens} exceeds the {units} tokens of the {eligible} eligible documents"
-                )
-            return self.config.keep_tokens
-        return math.ceil(round(self.config.effective_ratio * eligible, 9))
 
-    def _exact(self, prefix: int, shift: int, above: int, target: int, result: CutResult) -> tuple[int, int, int, int]:
-        keys, his, los, positions, units = [], [], [], [], []
-        for i, c, eligible, key in self._chunk_views():
-            inside = np.flatnonzero(eligible & ((key >> np.uint64(shift)) == prefix))
-            hi, lo = _hash_words(c.content_hash[inside])
-            keys.append(key[inside])
-            his.append(hi)
-            los.append(lo)
-            positions.append((i << ROW_BITS) | inside)
-            units.append(self._units(c)[inside])
-        k, h, lw, pos, u = (np.concatenate(a) for a in (keys, his, los, positions, units))
-        order = np.lexsort((pos, lw, h, k))
-        cum = above + np.cumsum(u[order])
-        m = int(np.searchsorted(cum, target, side="right"))
-        result.bracket = len(k)
-        j = order[m]
-        return int(k[j]), int(h[j]), int(lw[j]), int(pos[j])
+def mark_duplicates(
+    reason: npt.NDArray[np.uint8], eligible: npt.NDArray[np.bool_], chunk: int, dups: list[npt.NDArray[np.int64]]
+) -> None:
+    """Drops the chunk's rows listed in any partition's sorted duplicate positions (in place)."""
+    lo, hi = chunk << ROW_BITS, (chunk + 1) << ROW_BITS
+    for positions_ in dups:
+        a, b = np.searchsorted(positions_, [lo, hi])
+        rows = np.asarray(positions_[a:b]) - lo
+        rows = rows[eligible[rows]]
+        reason[rows] = DUPLICATE
+        eligible[rows] = False
 
-    def select_chunk(self, i: int, cut: tuple[int, int, int, int] | None) -> tuple[ChunkSelection, tuple[tuple[int, int, int, int], float] | None]:
-        """The final pass for chunk `i`: the oracle's repeats, weights and reasons for its rows, and
-        its last kept document in rank order (rank key, score): the job's threshold is the last one's."""
-        c = self.load(i)
-        eligible, reason = self.eligible(i, c)
-        key = order_key(c.score)
-        hi, lo = _hash_words(c.content_hash)
-        pos = (i << ROW_BITS) | np.arange(len(key), dtype=np.int64)
-        if cut is None:
-            kept = eligible
-        else:
-            k0, h0, l0, p0 = (np.uint64(cut[0]), np.uint64(cut[1]), np.uint64(cut[2]), cut[3])
-            before = (key < k0) | (
-                (key == k0) & ((hi < h0) | ((hi == h0) & ((lo < l0) | ((lo == l0) & (pos < p0)))))
+
+# ------------------------------------------------------------------------------------ radix select
+
+
+@dataclass
+class Query:
+    """Finds the document at unit position `target` (0-based) in ascending key order of a subset.
+
+    `column`: "score", "teacher" or "reference"; `subset`: "eligible" or "ok"; `units`: "docs" or
+    "tokens". `above` counts the units of the subset before the current prefix's bin."""
+
+    column: str
+    subset: str
+    units: str = "docs"
+    target: int | None = None
+    prefix: int = 0
+    level: int = 0
+    above: int = 0
+    done: bool = False
+    beyond: bool = False  # the target lies past the last document (all of the subset fit)
+    bin_count: int = 0
+
+    @property
+    def probe(self) -> tuple[str, str, str, int, int]:
+        return (self.column, self.subset, self.units, self.level, self.prefix)
+
+    @property
+    def shift(self) -> int:
+        """Bits of the key below the prefix."""
+        return 64 - sum(LEVEL_BITS[: self.level])
+
+
+Probe = tuple[str, str, str, int, int]
+
+
+def level_digits(key: npt.NDArray[np.uint64], level: int) -> npt.NDArray[np.int64]:
+    shift = 64 - sum(LEVEL_BITS[: level + 1])
+    return ((key >> np.uint64(shift)) & np.uint64((1 << LEVEL_BITS[level]) - 1)).astype(np.int64)
+
+
+def under_prefix(key: npt.NDArray[np.uint64], level: int, prefix: int) -> npt.NDArray[np.bool_]:
+    shift = 64 - sum(LEVEL_BITS[:level])
+    if shift == 64:
+        return np.ones(len(key), dtype=bool)
+    return (key >> np.uint64(shift)) == np.uint64(prefix)
+
+
+def descend(q: Query, counts: npt.NDArray[np.int64], units: npt.NDArray[np.int64]) -> None:
+    """One level of `q` from the merged histogram of its probe."""
+    assert q.target is not None
+    cum = q.above + np.cumsum(units)
+    d = int(np.searchsorted(cum, q.target, side="right"))  # first digit whose prefix passes the target
+    if d == len(cum):
+        q.done = q.beyond = True
+        return
+    q.above = int(cum[d - 1]) if d else q.above
+    q.prefix = (q.prefix << LEVEL_BITS[q.level]) | d
+    q.level += 1
+    q.bin_count = int(counts[d])
+    q.done = q.bin_count <= BRACKET_LIMIT or q.level == len(LEVEL_BITS)
+
+
+def cut_target(config: SelectionConfig, eligible: int, tokens: int) -> int:
+    """The unit position of the first document not kept (the oracle's `keep`)."""
+    if config.keep_tokens is not None:
+        if config.keep_tokens > tokens:
+            raise ConfigError(
+                f"keep_tokens={config.keep_tokens} exceeds the {tokens} tokens of the {eligible} eligible documents"
             )
-            kept = eligible & before
-        reason[kept] = KEPT
-        last = None
-        rows = np.flatnonzero(kept)
-        if len(rows):
-            j = rows[np.lexsort((pos[rows], lo[rows], hi[rows], key[rows]))[-1]]
-            last = ((int(key[j]), int(hi[j]), int(lo[j]), int(pos[j])), float(c.score[j]))
-        return ChunkSelection(kept.astype(np.int64), kept.astype(np.float64), reason), last
+        return config.keep_tokens
+    # round() first so that e.g. 0.7 * 10 = 7.000000000000001 keeps 7, not 8 (as the oracle).
+    return int(np.ceil(round(config.effective_ratio * eligible, 9)))
 
-    def run(self, on_chunk: Callable[[int, ChunkSelection], None]) -> CutResult:
-        cut, result = self.find_cut()
-        counts = np.zeros(len(DROP_REASONS), np.int64)
-        last: tuple[tuple[int, int, int, int], float] | None = None
-        for i in range(self.chunks):
-            sel, chunk_last = self.select_chunk(i, cut)
-            counts += np.bincount(sel.reason, minlength=len(DROP_REASONS))
-            if chunk_last is not None and (last is None or chunk_last[0] > last[0]):
-                last = chunk_last
-            on_chunk(i, sel)
-        result.threshold = None if last is None else last[1]
-        result.dropped = {DROP_REASONS[r]: int(n) for r, n in enumerate(counts) if r != KEPT and n}
-        if self.config.drop_duplicates:
-            shutil.rmtree(self.work, ignore_errors=True)
-        return result
+
+def exact_cut(
+    above: int, target: int, key: npt.NDArray[np.uint64], hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64],
+    pos: npt.NDArray[np.int64], units: npt.NDArray[np.int64],
+) -> tuple[int, int, int, int]:
+    """The rank key (key, hash hi, hash lo, position) of the first document not kept, from the
+    gathered bracket (every eligible document of the cut's bin)."""
+    order = np.lexsort((pos, lo, hi, key))
+    cum = above + np.cumsum(units[order])
+    j = order[int(np.searchsorted(cum, target, side="right"))]
+    return int(key[j]), int(hi[j]), int(lo[j]), int(pos[j])
+
+
+def before_cut(
+    cut: tuple[int, int, int, int], key: npt.NDArray[np.uint64], hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64], pos: npt.NDArray[np.int64],
+) -> npt.NDArray[np.bool_]:
+    k0, h0, l0, p0 = np.uint64(cut[0]), np.uint64(cut[1]), np.uint64(cut[2]), cut[3]
+    return (key < k0) | ((key == k0) & ((hi < h0) | ((hi == h0) & ((lo < l0) | ((lo == l0) & (pos < p0))))))
+
+
+# ------------------------------------------------------------------------------------ exact figures
+
+
+def numpy_quantiles(n: int, qs: tuple[float, ...], order_stat: dict[int, float]) -> list[float]:
+    """What `np.quantile(values, qs)` (method "linear") returns for `n` values, from the order
+    statistics it reads (`quantile_ranks`): the same indices, weights and lerp, op for op."""
+    vi = (n - 1) * np.asarray(qs, dtype=np.float64)
+    prev, nxt = quantile_indices(n, vi)
+    gamma = np.asarray(vi - prev, dtype=vi.dtype)
+    a = np.array([order_stat[int(i) % n] for i in prev])
+    b = np.array([order_stat[int(i) % n] for i in nxt])
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return [float(v) for v in out]
+
+
+def quantile_indices(n: int, vi: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    prev = np.floor(vi)
+    nxt = prev + 1
+    above = vi >= n - 1
+    prev[above] = -1
+    nxt[above] = -1
+    return prev.astype(np.intp), nxt.astype(np.intp)
+
+
+def quantile_ranks(n: int, qs: tuple[float, ...]) -> list[int]:
+    """The 0-based ascending ranks `numpy_quantiles` needs."""
+    prev, nxt = quantile_indices(n, (n - 1) * np.asarray(qs, dtype=np.float64))
+    return sorted({int(i) % n for i in (*prev, *nxt)})
+
+
+def median_ranks(n: int) -> list[int]:
+    return [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+
+
+def numpy_median(n: int, order_stat: dict[int, float]) -> float:
+    """`np.median` of `n` values: the middle one, or the mean of the two middle ones."""
+    ranks = median_ranks(n)
+    return float(np.mean(np.array([order_stat[r] for r in ranks])))
+
+
+# ------------------------------------------------------------------------------------ soft
+
+
+@dataclass(frozen=True)
+class SoftKeep:
+    """What the keep pass needs to give each chunk's eligible documents their soft weights and
+    repeats: the solved scale, the best eligible score, and the draw's span of each chunk (in job
+    order: where its cumulative fractions start and end, and whether it takes points past the end)."""
+
+    log_c: float
+    best: float
+    draw: Draw
+    spans: tuple[tuple[float, float, bool], ...]
+
+    def chunk(
+        self, g: int, score: npt.NDArray[np.float64], eligible: npt.NDArray[np.bool_], config: SelectionConfig
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        idx = np.flatnonzero(eligible)
+        w = soft_weights((score[idx] - self.best) / config.temperature, self.log_c, config)
+        base = np.floor(w).astype(np.int64)
+        repeats = np.zeros(len(score), np.int64)
+        weight = np.zeros(len(score), np.float64)
+        repeats[idx] = base + self.draw.chunk_extras(w - base, *self.spans[g])
+        weight[idx] = w
+        return repeats, weight
+
+
+# ------------------------------------------------------------------------------------ transport
+
+
+def pack(array: npt.NDArray[Any]) -> str:
+    """An array as text for a task's JSON result (its dtype is the reader's to know)."""
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes(), 1)).decode()
+
+
+def unpack(text: str, dtype: Any) -> npt.NDArray[Any]:
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=dtype)
+

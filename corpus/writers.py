@@ -90,7 +90,8 @@ def rows_to_table(
     arrays = []
     for f in schema:
         if f.name in added:
-            arrays.append(pa.array(added[f.name], type=f.type))
+            # NaN -> null: a proxy-scored document has no log-probs, and no number stands in for them.
+            arrays.append(pa.array(added[f.name], type=f.type, from_pandas=True))
             continue
         values = [row.get(f.name) for row in rows]
         if f.metadata == JSON_ENCODING:

@@ -94,3 +94,62 @@ class PairSpec:
             reference_revision=self.reference_revision,
             cache=self.cache,
         )
+
+
+PROXY_PREFIX = "proxy:"
+
+
+class ScorerConfig(StrictModel):
+    """Which scorer a rewrite job runs: the teacher/reference pair (default), a proxy distilled from
+    it (`reweigh distill`) alone, or a cascade: the proxy everywhere and the pair only on documents
+    whose proxy score lies within `band` of the selection threshold (scoring/proxy/cascade.py).
+    Options of the cascade are refused without one, not silently ignored."""
+
+    scorer: str = Field(
+        default="pair", min_length=1, max_length=4096,
+        description="pair, or proxy:DIR to score with a proxy from `reweigh distill` alone (no language model runs)",
+    )
+    cascade: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="proxy:DIR: the proxy everywhere, the pair only where the proxy score is near the selection threshold",
+    )
+    band: float = Field(
+        default=0.3, ge=0.0, le=1.0,
+        description="cascade: share of documents around the threshold (by the proxy's held-out scores) sent to the pair",
+    )
+    audit_documents: int = Field(
+        default=100, ge=0, le=1_000_000,
+        description="cascade: documents outside the band also scored by the pair (seeded sample), to report "
+        "how often it would have decided otherwise; 0: no audit",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ScorerConfig:
+        if self.scorer != "pair":
+            _proxy_directory(self.scorer, "scorer")
+        if self.cascade is not None:
+            _proxy_directory(self.cascade, "cascade")
+            if self.scorer != "pair":
+                raise ConfigError(f"scorer={self.scorer!r} and cascade={self.cascade!r} exclude each other: give one")
+        else:
+            for name in ("band", "audit_documents"):
+                if name in self.model_fields_set:
+                    raise ConfigError(f"{name}={getattr(self, name)!r} applies to a cascade only (cascade=proxy:DIR)")
+        return self
+
+    @property
+    def kind(self) -> Literal["pair", "proxy", "cascade"]:
+        return "cascade" if self.cascade is not None else "pair" if self.scorer == "pair" else "proxy"
+
+    @property
+    def proxy_directory(self) -> str | None:
+        """The proxy's directory (proxy or cascade), None for the pair alone."""
+        if self.cascade is not None:
+            return _proxy_directory(self.cascade, "cascade")
+        return None if self.scorer == "pair" else _proxy_directory(self.scorer, "scorer")
+
+
+def _proxy_directory(value: str, name: str) -> str:
+    if not value.startswith(PROXY_PREFIX) or len(value) == len(PROXY_PREFIX):
+        raise ConfigError(f"{name}={value!r}: expected proxy:DIR (a directory made by `reweigh distill`)")
+    return value[len(PROXY_PREFIX) :]

@@ -99,8 +99,9 @@ class RayExecutor(Executor):
 
     def _actor_resources(self, spec: ScorerSpec) -> dict[str, float]:
         cpus = 1.0
-        if isinstance(spec, PairSpec):
-            cpus = self.options.cpus_per_actor(ray_pair(spec, self.options).engine)
+        pair = getattr(spec, "pair", spec)  # a cascade's actor runs its pair (CascadeSpec.pair)
+        if isinstance(pair, PairSpec):
+            cpus = self.options.cpus_per_actor(ray_pair(pair, self.options).engine)
         resources = {"num_cpus": cpus}
         if self.options.gpus_per_actor:
             resources["num_gpus"] = self.options.gpus_per_actor

@@ -1,8 +1,9 @@
 """Step 2, in one process: the whole corpus's scores in memory, `corpus.sampler.select` over them.
 
-~73 bytes per document at rest and a few times that while selecting, so this is for corpora that fit
-one machine's memory, and it is the oracle the distributed selection (corpus/steps/select.py) is
-tested against. It writes what the distributed one writes: per-chunk kept files, plots, and a report.
+~73 bytes per document at rest and a few times that while selecting: this is the oracle the
+distributed selection (corpus/steps/select.py, what jobs run) is tested against, and what soft
+selection with a token target still runs on. It writes what the distributed one writes: per-chunk kept files, plots and
+a report, with the same figures (`figures`), computed here over every document at once.
 """
 
 from __future__ import annotations
@@ -21,9 +22,20 @@ from corpus.diagnostics import pair_diagnostics
 from corpus.executor.base import Result, StepContext
 from corpus.layout import scores_dir
 from corpus.readers import status_kind
-from corpus.report import build_report, write_plots
-from corpus.sampler import HASH_BYTES, select
+from corpus.report import (
+    HISTOGRAM_BINS,
+    QUANTILES,
+    SCATTER_POINTS,
+    PlotData,
+    build_report,
+    histogram_counts,
+    histogram_edges,
+    write_plots,
+)
+from corpus.sampler import HASH_BYTES, Selection, select
 from corpus.scores import SCORES_SCHEMA, ShardScores, read_chunk_scores
+from corpus.select_distributed import SAMPLE_SIZE, sample_bound, sample_key
+from corpus.select_distributed import positions as chunk_positions
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
 from corpus.steps.groups import read_labels
 from corpus.storage import JobPath
@@ -69,6 +81,7 @@ class SelectInMemory:
             content_hash=arrays["content_hash"],
             seed=self.seed,
             groups=groups if self.selection.stratify_by is not None else None,
+            chunk_starts=[lo for _, (lo, _) in chunks] or [0],
         )
         kept_chunks = []
         for (index, chunk), (lo, hi) in chunks:
@@ -81,40 +94,93 @@ class SelectInMemory:
             columns["weight"] = sel.weight[lo:hi][mask]
             write_kept(self.out, self.inputs, kept, pa.table(columns).select(KEPT_SCHEMA.names))
             kept_chunks.append([kept.input, kept.chunk, kept.rows])
-        report = build_report(
-            ok=arrays["ok"],
-            not_scored=not_scored,
-            score=arrays["score"],
-            n_tokens=arrays["n_tokens"],
-            repeats=sel.repeats,
-            weight=sel.weight,
-            dropped=sel.dropped,
-            threshold=sel.threshold,
-            selection={**self.selection.record(), "seed": self.seed, "soft_scale": sel.scale},
+        positions = np.concatenate(
+            [chunk_positions(g, hi - lo) for g, (_, (lo, hi)) in enumerate(chunks)] or [np.empty(0, np.int64)]
         )
+        report, plots = figures(
+            arrays, not_scored, sel, positions, self.seed, groups, stratified=self.selection.stratify_by is not None
+        )
+        report["selection"] = {**self.selection.record(), "seed": self.seed, "soft_scale": sel.scale}
         if sel.strata is not None:
             report["strata"] = sel.strata
-        report["diagnostics"] = pair_diagnostics(
-            teacher_logprob=arrays["teacher_logprob"],
-            reference_logprob=arrays["reference_logprob"],
-            score=arrays["score"],
-            ok=arrays["ok"],
-            repeats=sel.repeats,
-            groups=groups,
-            stratified=self.selection.stratify_by is not None,
-        )
-        write_plots(
-            self.out,
-            score=arrays["score"],
-            teacher_logprob=arrays["teacher_logprob"],
-            reference_logprob=arrays["reference_logprob"],
-            ok=arrays["ok"],
-            kept=sel.repeats > 0,
-            threshold=sel.threshold,
-            seed=self.seed,
-            diagnostics=report["diagnostics"],
-        )
+        write_plots(self.out, plots)
         return {"kept": kept_chunks, "report": report}
+
+
+def figures(
+    arrays: dict[str, npt.NDArray[Any]],
+    not_scored: dict[str, int],
+    sel: Selection,
+    positions: npt.NDArray[np.int64],
+    seed: int,
+    groups: npt.NDArray[np.str_] | None = None,
+    *,
+    stratified: bool = False,
+) -> tuple[dict[str, Any], PlotData]:
+    """The report (less `selection`) and the plots' data, from every document's arrays: what the
+    distributed selection computes from reductions over chunks (corpus/steps/select.py)."""
+    ok, score, n_tokens = arrays["ok"], arrays["score"], arrays["n_tokens"]
+    repeats, weight = sel.repeats, sel.weight
+    kept = repeats > 0
+    values = score[ok]
+    report = build_report(
+        documents_in=len(ok),
+        scored=int(ok.sum()),
+        not_scored=not_scored,
+        kept=int(kept.sum()),
+        out_with_repeats=int(repeats.sum()),
+        dropped=sel.dropped,
+        tokens_in=int(n_tokens[ok].sum()),
+        tokens_kept=int(n_tokens[kept].sum()),
+        tokens_out=int((n_tokens * repeats).sum()),
+        score_quantiles=[float(v) for v in np.quantile(values, QUANTILES)] if len(values) else None,
+        threshold=sel.threshold,
+        repeats_histogram={int(r): int(c) for r, c in zip(*np.unique(repeats[kept], return_counts=True), strict=True)},
+        weight_range=(float(weight[kept].min()), float(weight[kept].max())) if kept.any() else None,
+        selection={},
+    )
+    n = len(values)
+    sample = scored_sample(ok, positions, seed)
+    report["diagnostics"] = pair_diagnostics(
+        teacher_logprob=arrays["teacher_logprob"],
+        reference_logprob=arrays["reference_logprob"],
+        score=score,
+        ok=ok,
+        repeats=repeats,
+        groups=groups,
+        sample=None if n <= SAMPLE_SIZE else sample,
+        stratified=stratified,
+    )
+    teacher, reference = arrays["teacher_logprob"], arrays["reference_logprob"]
+    shown = np.flatnonzero(sample)
+    shown = np.sort(shown[np.argsort(sample_key(positions[shown], seed), kind="stable")[:SCATTER_POINTS]])
+    plots = PlotData(
+        histogram=histogram_counts(values, float(values.min()), float(values.max())) if n else np.zeros(HISTOGRAM_BINS, np.int64),
+        edges=histogram_edges(float(values.min()), float(values.max())) if n else histogram_edges(0.0, 1.0),
+        threshold=sel.threshold,
+        teacher=teacher[shown],
+        reference=reference[shown],
+        kept=kept[shown],
+        teacher_median=float(np.median(teacher[ok])) if n else None,
+        reference_median=float(np.median(reference[ok])) if n else None,
+        teacher_max=float(teacher[ok].max()) if n else None,
+        diagnostics=report["diagnostics"],
+    )
+    return report, plots
+
+
+def scored_sample(ok: npt.NDArray[np.bool_], positions: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.bool_]:
+    """The SAMPLE_SIZE scored documents with the lowest sample keys (all of them when fewer)."""
+    idx = np.flatnonzero(ok)
+    keys = sample_key(positions[idx], seed)
+    bound = sample_bound(len(idx))
+    if bound < 2**64:
+        inside = keys < np.uint64(bound)
+        idx, keys = idx[inside], keys[inside]
+    idx = idx[np.argsort(keys, kind="stable")[:SAMPLE_SIZE]]
+    mask = np.zeros(len(ok), dtype=bool)
+    mask[idx] = True
+    return mask
 
 
 def load_arrays(

@@ -51,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="feature families to measure (the best out-of-fold is kept)")
     p.add_argument("--ridge-alphas", nargs="+", type=float, default=list(defaults.ridge_alphas))
     p.add_argument("--hash-bits", type=int, default=defaults.hash_bits, help="log2 of the hashed n-gram columns")
+    p.add_argument("--spearman-tolerance", type=float, default=defaults.spearman_tolerance,
+                   help="prefer a cheaper feature family within this much out-of-fold Spearman of the best")
     p.set_defaults(func=run)
 
 
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         families=tuple(args.families),
         ridge_alphas=tuple(args.ridge_alphas),
         hash_bits=args.hash_bits,
+        spearman_tolerance=args.spearman_tolerance,
     )
     sample, fingerprint = load_sample([Path(p) for p in args.scores], [Path(p) for p in args.texts],
                                       args.text_field, args.id_field)

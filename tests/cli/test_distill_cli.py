@@ -76,3 +76,148 @@ def test_distill_from_a_rewrite_jobs_checkpoints(tiny_pair, scored, tmp_path: Pa
     edited = tmp_path / "edited.jsonl"
     edited.write_text("".join([json.dumps({"id": "d0", "text": "changed"}) + "\n", *lines[1:]]))
     assert _distill(tiny_pair, edited, tmp_path / "job", tmp_path / "proxy2") == 2
+
+
+# ------------------------------------------------------------------ rewrite jobs with a proxy or a cascade
+
+
+@pytest.fixture(scope="module")
+def proxy_dir(tiny_pair, scored, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rewrite-proxy") / "proxy"
+    assert _distill(tiny_pair, *scored, out) == 0
+    return out
+
+
+def _pair_args(tiny_pair) -> list[str]:
+    # batch_invariant: a document's pair score does not depend on its batch-mates, so the cascade's
+    # and the audit's pair scores equal a pair-only job's exactly.
+    teacher, reference = tiny_pair
+    return ["--teacher", str(teacher), "--reference", str(reference), "--dtype", "float32", "--threads", "1",
+            "--batch-invariant"]
+
+
+def _chunk_scores(job: Path) -> list[dict]:
+    [chunk] = (job / "scores").glob("*/chunk-00000.parquet")
+    return pq.read_table(chunk).to_pylist()
+
+
+def test_rewrite_with_the_proxy_alone(scored, proxy_dir: Path, tmp_path: Path, capsys) -> None:
+    texts, _ = scored
+    out = tmp_path / "job"
+    assert main(["rewrite", "--scorer", f"proxy:{proxy_dir}", "--out", str(out), "--ratio", "0.5", str(texts)]) == 0
+    printed = capsys.readouterr().out
+    assert "scored by the pair: 0 documents (0.0%); by the proxy alone: 60 (100.0%)" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fingerprint"]["engine"]["scorer"] == "proxy"
+    assert "audit_documents" not in manifest["fingerprint"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["scorer"] == {"kind": "proxy", "documents_by_pair": 0, "documents_by_proxy": 60}
+    assert report["documents"]["kept"] == 30 and report["documents"]["dropped_by_reason"]["not_ok"] == 2
+    assert report["diagnostics"]["documents"] == 0 and report["diagnostics"]["proxy_scored"] == 60
+    table = pq.read_table(out / "shards" / "part-00000.parquet")
+    assert table.num_rows == 30
+    for column in ("teacher_logprob", "reference_logprob"):  # null, not NaN: no number was computed
+        assert table.column(column).null_count == 30
+    assert table.column("score").null_count == 0
+
+
+def test_rewrite_with_the_cascade(tiny_pair, scored, proxy_dir: Path, tmp_path: Path, capsys) -> None:
+    texts, _ = scored
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        argv = ["rewrite", *_pair_args(tiny_pair), "--cascade", f"proxy:{proxy_dir}", "--band", "0.4",
+                "--audit-documents", "1000", "--out", str(out), "--ratio", "0.5", str(texts)]
+        assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "scored by the pair:" in printed and "audit: the pair also scored" in printed
+    for name in ("manifest.json", "report.json", "shards/part-00000.parquet"):
+        assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
+    fingerprint = json.loads((runs[0] / "manifest.json").read_text())["fingerprint"]
+    assert fingerprint["engine"]["scorer"] == "cascade"
+    assert fingerprint["engine"]["band"] == 0.4 and fingerprint["engine"]["alpha"] == 0.5
+    assert fingerprint["audit_documents"] == 1000
+    report = json.loads((runs[0] / "report.json").read_text())
+    scorer = report["scorer"]
+    assert scorer["kind"] == "cascade" and 0 < scorer["documents_by_pair"] < 60
+    assert scorer["documents_by_pair"] + scorer["documents_by_proxy"] == 60
+
+    # Pair-only: where the pair ran in the cascade, the numbers are the pair-only job's.
+    pair_job = tmp_path / "pair"
+    assert main(["rewrite", *_pair_args(tiny_pair), "--out", str(pair_job), "--ratio", "0.5", str(texts)]) == 0
+    pair = {r["id"]: r for r in _chunk_scores(pair_job)}
+    cascade = _chunk_scores(runs[0])
+    in_band = [r for r in cascade if r["teacher_logprob"] is not None]
+    assert len(in_band) == scorer["documents_by_pair"]
+    for r in in_band:
+        assert (r["score"], r["teacher_logprob"]) == (pair[r["id"]]["score"], pair[r["id"]]["teacher_logprob"])
+
+    # The audit covered every document the proxy decided alone (1000 > 60): its counts by hand.
+    threshold = report["threshold"]
+    out_of_band = [r for r in cascade if r["status"] == "ok" and r["teacher_logprob"] is None]
+    false_keeps = sum(r["score"] >= threshold > pair[r["id"]]["score"] for r in out_of_band)
+    false_drops = sum(r["score"] < threshold <= pair[r["id"]]["score"] for r in out_of_band)
+    audit = scorer["audit"]
+    assert audit["population"] == audit["documents"] == len(out_of_band) == scorer["documents_by_proxy"]
+    assert audit["kept_by_proxy_dropped_by_pair"] == false_keeps
+    assert audit["dropped_by_proxy_kept_by_pair"] == false_drops
+    assert audit["agreement"] == pytest.approx(1 - (false_keeps + false_drops) / len(out_of_band))
+    kept = report["documents"]["kept"]
+    assert audit["estimated_selection_agreement"] == pytest.approx(max(0.0, 1 - max(false_keeps, false_drops) / kept))
+
+
+def test_the_audit_sample_is_seeded_and_bounded(tiny_pair, scored, proxy_dir: Path, tmp_path: Path) -> None:
+    texts, _ = scored
+    audits = []
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "7")):
+        out = tmp_path / name
+        argv = ["rewrite", *_pair_args(tiny_pair), "--cascade", f"proxy:{proxy_dir}", "--audit-documents", "5",
+                "--seed", seed, "--out", str(out), "--ratio", "0.5", str(texts)]
+        assert main(argv) == 0
+        audits.append(json.loads((out / "report.json").read_text())["scorer"]["audit"])
+    assert audits[0] == audits[1] and audits[0]["documents"] == 5 and audits[0]["seed"] == 0
+    assert audits[2]["seed"] == 7 and audits[2]["population"] == audits[0]["population"] > 5
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--cascade", "proxy:{p}", "--select", "soft"), "--cascade='proxy:"),
+        (("--cascade", "proxy:{p}", "--keep-tokens", "100"), "--keep-tokens=100: the cascade's band surrounds"),
+        (("--cascade", "proxy:{p}", "--ratio", "1.0"), "there is no threshold to refine"),
+        (("--cascade", "proxy:{p}", "--stratify-by", "source"), "--stratify-by='source': each group has its own"),
+        (("--scorer", "proxy:{p}", "--min-teacher-logprob", "-5"), "--min-teacher-logprob=-5.0 needs the teacher's"),
+        (("--scorer", "proxy:{p}", "--cascade", "proxy:{p}"), "exclude each other"),
+        (("--scorer", "nonsense"), "--scorer='nonsense': expected proxy:DIR"),
+        (("--band", "0.2"), "--band=0.2 applies to a cascade only"),
+        (("--cascade", "proxy:/nowhere"), "'/nowhere' is not a proxy directory"),
+    ],
+)
+def test_rewrite_refuses_what_cannot_work(tiny_pair, scored, proxy_dir, tmp_path, capsys, extra, message) -> None:
+    texts, _ = scored
+    args = [a.format(p=proxy_dir) for a in extra]
+    out = tmp_path / "x"
+    pair = [] if args[:2] == ["--scorer", f"proxy:{proxy_dir}"] else _pair_args(tiny_pair)
+    assert main(["rewrite", *pair, "--out", str(out), *args, str(texts)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before any output
+
+
+def test_rewrite_with_a_proxy_needs_no_pair_and_refuses_one(tiny_pair, scored, proxy_dir, tmp_path, capsys) -> None:
+    texts, _ = scored
+    argv = ["rewrite", "--out", str(tmp_path / "x"), str(texts)]
+    assert main(argv) == 2
+    assert "--teacher and --reference are required (or --scorer=proxy:DIR" in capsys.readouterr().err
+    assert main([*argv[:1], "--scorer", f"proxy:{proxy_dir}", *_pair_args(tiny_pair), *argv[1:]]) == 2
+    assert "--teacher and --reference are not used" in capsys.readouterr().err
+
+
+def test_an_audit_without_a_cascade_is_refused(scored, proxy_dir: Path, tmp_path: Path) -> None:
+    from corpus.config import RewriteConfig
+    from corpus.rewrite import run_rewrite
+    from scoring.errors import ConfigError
+    from scoring.proxy import ProxySpec
+
+    texts, _ = scored
+    config = RewriteConfig(inputs=[str(texts)], output=str(tmp_path / "job"))
+    with pytest.raises(ConfigError, match=r"audit_documents=5 needs a cascade .* this job's scorer is the proxy"):
+        run_rewrite(config, ProxySpec(str(proxy_dir)), audit_documents=5)

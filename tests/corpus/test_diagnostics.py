@@ -110,6 +110,31 @@ def test_unscored_documents_are_left_out() -> None:
     assert d["rank_correlations"]["score_vs_teacher"] == pytest.approx(1.0)
 
 
+def test_proxy_scored_documents_are_counted_apart_and_grouped_with_the_rest() -> None:
+    teacher, reference = TEACHER.copy(), TEACHER - 1.0 - np.random.default_rng(5).normal(0, 0.4, N)
+    groups = np.array(["a", "b"] * (N // 2))
+    pair_only = diagnose(teacher, reference, groups=groups)
+    assert "proxy_scored" not in pair_only  # a pair job's report keeps its shape
+    proxy = np.zeros(N, dtype=bool)
+    proxy[::3] = True  # scored by a proxy: a score, no log-probs
+    score = teacher - reference
+    repeats = (score > np.median(score)).astype(np.int64)
+    d = pair_diagnostics(
+        teacher_logprob=np.where(proxy, np.nan, teacher), reference_logprob=np.where(proxy, np.nan, reference),
+        score=score, ok=np.ones(N, dtype=bool), repeats=repeats, groups=groups,
+    )
+    assert d["documents"] == N - int(proxy.sum()) and d["proxy_scored"] == int(proxy.sum())
+    assert sum(r["documents"] for r in d["regions"].values()) == d["documents"]
+    assert all(v is not None and np.isfinite(v) for v in d["rank_correlations"].values())
+    assert sum(g["documents"] for g in d["groups"].values()) == N  # groups: whichever scorer scored them
+    assert sum(g["kept"] for g in d["groups"].values()) == int(repeats.sum())
+    assert sum(g["input_share"] for g in d["groups"].values()) == pytest.approx(1.0)
+    # Within a group too, the models are compared where both ran.
+    assert all(g["teacher_vs_reference"] is not None for g in d["groups"].values())
+    assert describe(d)[0].startswith(f"Pair diagnostics (Spearman, over the {d['documents']} documents the pair scored)")
+    json.dumps(d, allow_nan=False)
+
+
 def test_group_shares_are_exact_and_sum_to_one() -> None:
     groups = np.array(["a", "b", "c", "c"] * (N // 4))
     d = diagnose(TEACHER, TEACHER - 1.0 - np.random.default_rng(5).normal(0, 0.4, N), groups=groups)

@@ -21,7 +21,7 @@ import pytest
 import corpus.fsutil
 import corpus.rewrite
 import corpus.scores
-import corpus.steps.select_memory
+import corpus.steps.select
 import corpus.steps.write
 import corpus.storage
 from corpus.config import RewriteConfig
@@ -58,9 +58,9 @@ def _child(config: RewriteConfig, kill_at: tuple[str, str, int] | None, slow: bo
         module = {
             "scores": corpus.scores,
             "rewrite": corpus.rewrite,
-            "select": corpus.steps.select_memory,
-            "write": corpus.steps.write,
             "storage": corpus.storage,
+            "select": corpus.steps.select,
+            "write": corpus.steps.write,
             "os": os,
         }[where]
         _kill_on_call(module, name, n)
@@ -112,7 +112,9 @@ def test_sigkill_at_every_phase_then_resume_is_byte_identical(
         ("scores", "score_chunk", 3),  # mid-scoring, between chunks
         ("os", "replace", 4),  # a chunk written to its temporary name, not yet renamed
         ("storage", "write_json", 3),  # after job.json and one marker: an input scored, its marker not written
-        ("select", "write_plots", 1),  # selection files written, plots and marker not
+        ("select", "save_array", 1),  # dedup candidates scattered, nothing else of the selection
+        ("select", "write_kept", 2),  # a block's first selection file written, not its marker
+        ("select", "write_plots", 1),  # every selection file written, plots and marker not
         ("write", "parquet_bytes", 3),  # two output shards written
         ("os", "replace", 2),  # an output shard in its temporary file
         ("rewrite", "write_manifest", 1),  # everything but the manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import pytest
@@ -198,6 +199,23 @@ def test_nan_score_on_an_ok_row_is_not_ok() -> None:
     assert sel.repeats.tolist() == [1, 1, 0, 1]
 
 
+def test_proxy_scored_rows_are_selected_on_their_score_and_refused_by_a_teacher_floor() -> None:
+    # A proxy scores without log-probs (NaN teacher_logprob): such a document is eligible like any other.
+    data = corpus(6)
+    data["score"][:] = [0.5, 2.0, -1.0, 1.0, 0.0, 3.0]
+    data["teacher_logprob"][[1, 4]] = np.nan
+    sel = select(SelectionConfig(ratio=0.5), **data)
+    assert sel.repeats.tolist() == [0, 1, 0, 1, 0, 1]
+    assert sel.threshold == 1.0
+    # A floor is on the teacher's log-prob: it refuses rows that have none, rather than guess.
+    with pytest.raises(ConfigError, match=r"min_teacher_logprob=-10\.0 needs the teacher's log-prob of every document, but 2 were"):
+        select(SelectionConfig(ratio=0.5, min_teacher_logprob=-10.0), **data)
+    # ...unless no eligible row lacks one (a not-ok row may carry NaN anywhere).
+    data["ok"][[1, 4]] = False
+    sel = select(SelectionConfig(ratio=0.5, min_teacher_logprob=-10.0), **data)
+    assert sel.dropped == {"not_ok": 2, "not_selected": 2}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -250,3 +268,36 @@ def test_empty_and_all_dropped() -> None:
         sel = select(cfg, **data)
         assert sel.repeats.sum() == 0 and sel.threshold is None
         assert sel.dropped == {"not_ok": 3}
+
+
+def test_exact_sum_is_exact_and_the_same_over_any_split() -> None:
+    from fractions import Fraction
+
+    from corpus.sampler import SUM_SCALE, exact_sum, sum_value
+
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.random(5000) * 10.0 ** rng.integers(-300, 300, 5000), [0.0, 5e-324, 1.7e308]])
+    whole = exact_sum(values)
+    assert Fraction(whole, 2**SUM_SCALE) == sum(Fraction(float(v)) for v in values)
+    cuts = np.sort(rng.integers(0, len(values), 7))
+    assert sum(exact_sum(part) for part in np.split(values, cuts)) == whole
+    assert sum_value(whole) == math.fsum(values.tolist())  # correctly rounded, as fsum
+
+
+def test_soft_scale_is_the_same_however_many_bisection_steps_a_pass_answers() -> None:
+    from corpus.sampler import exact_sum, soft_weights, solve_log_scale
+
+    rng = np.random.default_rng(2)
+    z = -np.abs(rng.normal(0, 2, 1000))
+    cfg = SelectionConfig(method="soft", max_weight=3.0, target_documents=700)
+    calls: list[int] = []
+
+    def totals(points: list[float]) -> list[int]:
+        calls.append(len(points))
+        return [exact_sum(soft_weights(z, p, cfg)) for p in points]
+
+    plain = solve_log_scale(float(z.min()), 1000.0, 1000, 700, cfg, totals, depth=1)
+    passes = len(calls)
+    calls.clear()
+    assert solve_log_scale(float(z.min()), 1000.0, 1000, 700, cfg, totals, depth=4) == plain
+    assert len(calls) == math.ceil(passes / 4) and calls[0] == 15

@@ -1,37 +1,53 @@
-"""Distributed selection equals the in-memory oracle (corpus.sampler.select), decision for decision."""
+"""The job's distributed selection (corpus/steps/select.py) equals the in-memory oracle
+(corpus/steps/select_memory.py): every kept row, every figure of the report, over several blocks,
+with every radix level forced, and with the correlations taken over a sample."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+import corpus.select_distributed as sd
+import corpus.steps.select_memory as select_memory
+import corpus.steps.select_run as select_run
 from corpus.config import SelectionConfig
-from corpus.sampler import select
-from corpus.select_distributed import ChunkArrays, DistributedSelection, order_key
+from corpus.executor.base import StepContext
+from corpus.executor.local import LocalExecutor
+from corpus.report import QUANTILES
+from corpus.select_distributed import key_value, numpy_median, numpy_quantiles, order_key, quantile_ranks
+from corpus.steps.select_memory import SelectInMemory
+from corpus.steps.select_run import run_selection
 from scoring.errors import ConfigError
+from tests.corpus.synthetic_scores import write_synthetic_scores
+
+INPUTS = ["a.jsonl", "b.jsonl"]
+ROWS = [300, 197]
+CHUNK_DOCS = 64
 
 
-def synthetic_chunks(chunks: int, rows: int, seed: int) -> list[ChunkArrays]:
-    """Coarse scores (many ties), some not ok, NaNs, a teacher spread, and duplicated hashes."""
-    rng = np.random.default_rng(seed)
-    out = []
-    pool = rng.integers(0, 256, size=(rows * chunks, 16), dtype=np.uint8)  # hashes drawn with repeats
-    for _ in range(chunks):
-        score = np.round(rng.normal(0, 1, rows), 1)  # zeros of both signs among the ties
-        score[rng.random(rows) < 0.02] = np.nan
-        hashes = pool[rng.integers(0, len(pool), rows)]
-        out.append(
-            ChunkArrays(
-                score=score,
-                teacher_logprob=rng.normal(-3, 1, rows),
-                n_tokens=rng.integers(1, 500, rows),
-                ok=rng.random(rows) > 0.05,
-                content_hash=np.frombuffer(hashes.tobytes(), dtype="S16"),
-            )
-        )
-    return out
+def _selection_files(out: Path) -> dict[str, Any]:
+    return {str(p.relative_to(out)): pq.read_table(p).to_pylist() for p in sorted((out / "selection").rglob("*.parquet"))}
+
+
+def run_both(
+    tmp_path: Path, config: SelectionConfig, *, decimals: int = 1, block_docs: int = 128, rows: list[int] = ROWS
+) -> tuple[Any, Any]:
+    got_dir, want_dir = tmp_path / "dist", tmp_path / "oracle"
+    shards = write_synthetic_scores(got_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
+    write_synthetic_scores(want_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
+    executor = LocalExecutor()
+    got = run_selection(
+        executor, got_dir, tuple(INPUTS), shards, CHUNK_DOCS, config, 11, name="select-x", block_docs=block_docs
+    )
+    want = SelectInMemory(want_dir, tuple(INPUTS), shards, config, 11).run(0, StepContext())
+    assert _selection_files(got_dir) == _selection_files(want_dir)
+    assert not (got_dir / "work").exists()
+    assert (got_dir / "score_histogram.png").is_file() and (got_dir / "logprob_scatter.png").is_file()
+    return got, want
 
 
 CONFIGS = [
@@ -40,45 +56,62 @@ CONFIGS = [
     SelectionConfig(ratio=1.0),
     SelectionConfig(keep_tokens=20_000),
     SelectionConfig(ratio=0.7, drop_duplicates=False),
+    SelectionConfig(method="soft"),
+    SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=300),
+    SelectionConfig(method="soft", min_weight=0.1, drop_duplicates=False, target_documents=800),
 ]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: str(c.model_dump(exclude_defaults=True)))
-@pytest.mark.parametrize("bracket_limit", [1 << 20, 3])  # one pass; every radix level
-def test_matches_the_oracle(tmp_path: Path, config: SelectionConfig, bracket_limit: int) -> None:
-    chunks = synthetic_chunks(5, 300, seed=1)
-    joined = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkArrays.__dataclass_fields__}
-    oracle = select(config, **joined)
-    got: dict[int, object] = {}
-    dist = DistributedSelection(config, chunks.__getitem__, len(chunks), tmp_path / "work", bracket_limit=bracket_limit)
-    result = dist.run(lambda i, sel: got.__setitem__(i, sel))
-    assert np.array_equal(np.concatenate([got[i].repeats for i in range(5)]), oracle.repeats)  # type: ignore[attr-defined]
-    assert np.array_equal(np.concatenate([got[i].reason for i in range(5)]), oracle.reason)  # type: ignore[attr-defined]
-    assert result.threshold == oracle.threshold
-    assert str(result.threshold) == str(oracle.threshold)  # -0.0 and 0.0 tie in rank, not in the report
-    assert result.dropped == oracle.dropped
-    assert result.bracket <= bracket_limit or result.passes == 4  # ranked exactly: a bin or exact ties
+@pytest.mark.parametrize("bracket", [1 << 16, 3], ids=["one-pass", "every-level"])
+def test_matches_the_oracle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: SelectionConfig, bracket: int
+) -> None:
+    monkeypatch.setattr(sd, "BRACKET_LIMIT", bracket)
+    got, want = run_both(tmp_path, config)
+    assert got == want
+    assert str(got["report"]["threshold"]) == str(want["report"]["threshold"])  # -0.0 vs 0.0 too
 
 
-def test_exact_ties_take_every_radix_level_then_break_by_hash(tmp_path: Path) -> None:
-    chunks = [ChunkArrays(**{**c.__dict__, "score": np.full(len(c.score), 0.5)}) for c in synthetic_chunks(3, 100, seed=3)]
-    joined = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkArrays.__dataclass_fields__}
-    oracle = select(SelectionConfig(ratio=0.4), **joined)
-    got: list[np.ndarray] = []
-    dist = DistributedSelection(SelectionConfig(ratio=0.4), chunks.__getitem__, 3, tmp_path, bracket_limit=10)
-    result = dist.run(lambda i, sel: got.append(sel.repeats))
-    assert result.passes == 4 and result.bracket > 10
-    assert np.array_equal(np.concatenate(got), oracle.repeats)
+def test_exact_ties_take_every_radix_level_then_break_by_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sd, "BRACKET_LIMIT", 10)
+    got, want = run_both(tmp_path, SelectionConfig(ratio=0.4), decimals=0)  # a handful of distinct scores
+    assert got == want
 
 
-def test_order_key_sorts_best_first() -> None:
+def test_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (sd, select_run, select_memory):
+        monkeypatch.setattr(module, "SAMPLE_SIZE", 50)
+    got, want = run_both(tmp_path, SelectionConfig(ratio=0.5), block_docs=64)
+    assert got == want
+    assert got["report"]["diagnostics"]["rank_correlations_sample"] == 50
+
+
+@pytest.mark.parametrize("rows", [[0, 0], [1, 0], [0, 2]])
+def test_empty_and_tiny_corpora_match_the_oracle(tmp_path: Path, rows: list[int]) -> None:
+    got, want = run_both(tmp_path, SelectionConfig(), rows=rows)
+    assert got == want
+
+
+def test_a_budget_over_the_corpus_is_refused_by_name(tmp_path: Path) -> None:
+    shards = write_synthetic_scores(tmp_path, INPUTS, ROWS, CHUNK_DOCS)
+    with pytest.raises(ConfigError, match=r"keep_tokens=10000000 exceeds the \d+ tokens of the \d+ eligible"):
+        run_selection(LocalExecutor(), tmp_path, tuple(INPUTS), shards, CHUNK_DOCS, SelectionConfig(keep_tokens=10**7), 0, name="s")
+
+
+def test_order_key_sorts_best_first_and_decodes() -> None:
     scores = np.array([-np.inf, -2.5, -0.0, 0.0, 1e-300, 3.0, np.inf])
-    assert list(np.argsort(order_key(scores), kind="stable")) == [6, 5, 4, 2, 3, 1, 0]
+    keys = order_key(scores)
+    assert list(np.argsort(keys, kind="stable")) == [6, 5, 4, 2, 3, 1, 0]
+    assert [key_value(int(k)) for k in keys] == [-np.inf, -2.5, 0.0, 0.0, 1e-300, 3.0, np.inf]
 
 
-def test_budget_over_the_corpus_and_soft_are_refused(tmp_path: Path) -> None:
-    chunks = synthetic_chunks(2, 50, seed=2)
-    with pytest.raises(ConfigError, match="keep_tokens=100000000 exceeds"):
-        DistributedSelection(SelectionConfig(keep_tokens=10**8), chunks.__getitem__, 2, tmp_path).run(lambda *_: None)
-    with pytest.raises(ConfigError, match="in memory"):
-        DistributedSelection(SelectionConfig(method="soft"), chunks.__getitem__, 2, tmp_path)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10, 11, 100, 101, 1000])
+def test_quantiles_and_median_from_order_statistics_equal_numpys(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for values in (rng.normal(0, 1, n), np.round(rng.normal(0, 1, n), 1), np.full(n, -1.5)):
+        ordered = np.sort(values)
+        stats = {r: float(ordered[r]) for r in range(n)}
+        assert set(quantile_ranks(n, QUANTILES)) <= set(stats)
+        assert numpy_quantiles(n, QUANTILES, stats) == [float(v) for v in np.quantile(values, QUANTILES)]
+        assert numpy_median(n, stats) == float(np.median(values))

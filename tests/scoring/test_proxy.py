@@ -108,3 +108,14 @@ def test_too_small_a_sample_is_refused(tmp_path: Path, tiny_tokenizer) -> None:
 def test_not_a_proxy_directory(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a proxy directory"):
         ProxyScorer.load(tmp_path)
+
+
+def test_the_cheapest_family_near_the_best_is_chosen() -> None:
+    from scoring.proxy.train import _choose
+
+    oof = np.zeros(1)
+    measured = [(0.760, "tokens", 1e-4, oof), (0.762, "tokens", 1e-3, oof), (0.700, "chars", 1e-4, oof),
+                (0.764, "tokens+chars", 1e-4, oof)]
+    assert _choose(measured, 0.005)[1:3] == ("tokens", 1e-3)  # within 0.005: tokens, its best penalty
+    assert _choose(measured, 0.0)[1:3] == ("tokens+chars", 1e-4)  # no tolerance: the best wins
+    assert _choose(measured, 0.001)[1:3] == ("tokens+chars", 1e-4)  # tokens is 0.002 behind
