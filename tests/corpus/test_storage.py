@@ -50,11 +50,17 @@ def _as_remote(
     of the scoring results>)."""
 
     def digest(files: dict[str, bytes]) -> str:
-        return next(k for k in files if k.startswith("steps/select-")).split("/")[1].removeprefix("select-")
+        # steps/select-<12 hex digits>[-<pass>]/...
+        return (
+            next(k for k in files if k.startswith("steps/select-")).split("/")[1].removeprefix("select-")[:12]
+        )
 
     old, new = digest(local), digest(remote)
     return {
-        k.replace(old, new): v.replace(str(local_in).encode(), remote_in.encode()) for k, v in local.items()
+        k.replace(old, new): v.replace(str(local_in).encode(), remote_in.encode()).replace(
+            old.encode(), new.encode()
+        )
+        for k, v in local.items()
     }
 
 
