@@ -131,7 +131,7 @@ def write_plots(out_dir: JobPath, data: PlotData) -> None:
         ax.plot([lo, hi], [lo, hi], color="#606060", linewidth=0.8, label="teacher = reference")
     title = "Teacher vs reference: kept and dropped"
     diagnostics = data.diagnostics
-    if diagnostics is not None and data.scored:
+    if diagnostics is not None and diagnostics["regions"] and data.teacher_median is not None:
         _draw_regions(ax, data, diagnostics)
         rho = diagnostics["rank_correlations"]["teacher_vs_reference"]
         title += "\nSpearman(teacher, reference) " + ("undefined" if rho is None else f"{rho:.2f}")

@@ -140,7 +140,10 @@ def figures(
         selection={},
     )
     n = len(values)
-    sample = scored_sample(ok, positions, seed)
+    # The scatter and the correlations need both log-probs: documents a proxy scored have none.
+    teacher, reference = arrays["teacher_logprob"], arrays["reference_logprob"]
+    pair = ok & np.isfinite(teacher) & np.isfinite(reference)
+    sample = scored_sample(pair, positions, seed)
     report["diagnostics"] = pair_diagnostics(
         teacher_logprob=arrays["teacher_logprob"],
         reference_logprob=arrays["reference_logprob"],
@@ -151,7 +154,6 @@ def figures(
         sample=None if n <= SAMPLE_SIZE else sample,
         stratified=stratified,
     )
-    teacher, reference = arrays["teacher_logprob"], arrays["reference_logprob"]
     shown = np.flatnonzero(sample)
     shown = np.sort(shown[np.argsort(sample_key(positions[shown], seed), kind="stable")[:SCATTER_POINTS]])
     plots = PlotData(
@@ -161,9 +163,9 @@ def figures(
         teacher=teacher[shown],
         reference=reference[shown],
         kept=kept[shown],
-        teacher_median=float(np.median(teacher[ok])) if n else None,
-        reference_median=float(np.median(reference[ok])) if n else None,
-        teacher_max=float(teacher[ok].max()) if n else None,
+        teacher_median=float(np.median(teacher[pair])) if pair.any() else None,
+        reference_median=float(np.median(reference[pair])) if pair.any() else None,
+        teacher_max=float(teacher[pair].max()) if pair.any() else None,
         diagnostics=report["diagnostics"],
     )
     return report, plots
