@@ -2,16 +2,26 @@
 
     .venv/bin/python bench/rewrite.py                       # synthetic random-weight pair, 2,000 docs
     .venv/bin/python bench/rewrite.py --teacher T --reference R --docs 20000 --device cuda
+    .venv/bin/python bench/rewrite.py --remote s3://bucket/bench   # + the same job from and to a store
+    .venv/bin/python bench/rewrite.py --remote moto                # ... on moto's S3 server on loopback
 
 Generates a jsonl corpus (document lengths log-normal, like web text), runs `run_rewrite` into a fresh
 directory and prints documents/s, tokens/s, the seconds per phase, and the share of wall time spent
 outside `engine.stats.forward_seconds` (reading, tokenizing, batching, checkpointing, selection,
 writing, report). The target for that share is under 10% with real models.
+
+`--remote URL` then runs the same job again with its inputs uploaded under URL/in and its output
+under URL/out (credentials and endpoint from the store's usual environment, e.g. AWS_ENDPOINT_URL),
+checks that both runs wrote the same shards, and prints the store's overhead against local disk:
+the difference in wall time outside the model forward passes (the forward time itself is the same
+work in both runs). `--remote moto` starts moto's S3 server on loopback (the dev extra), which
+measures the client side (requests, uploads, no rename) without a network's latency.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -23,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corpus.config import RewriteConfig, SelectionConfig
-from corpus.rewrite import run_rewrite
+from corpus.rewrite import RewriteResult, run_rewrite
 from scoring import EngineConfig, ScoringEngine
 from scoring.protocols import BuiltScorer
 
@@ -60,6 +70,37 @@ def synthetic_pair(directory: Path, hidden: int, layers: int) -> tuple[Path, Pat
     return teacher, reference
 
 
+def timed_job(engine: ScoringEngine, job: RewriteConfig) -> tuple[RewriteResult, float, float]:
+    """The result, wall seconds and model-forward seconds of one run."""
+    forward = engine.stats.forward_seconds
+    started = time.perf_counter()
+    result = run_rewrite(job, BuiltScorer(engine))
+    return result, time.perf_counter() - started, engine.stats.forward_seconds - forward
+
+
+def remote_run(
+    engine: ScoringEngine, job: RewriteConfig, url: str, local: tuple[RewriteResult, float, float]
+) -> list[str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    for path in job.inputs:
+        fs.pipe_file(f"{root}/in/{Path(path).name}", Path(path).read_bytes())
+    remote_job = job.model_copy(
+        update={"inputs": [f"{url}/in/{Path(p).name}" for p in job.inputs], "output": f"{url}/out"}
+    )
+    result, wall, forward = timed_job(engine, remote_job)
+    local_result, local_wall, local_forward = local
+    same = [s.sha256 for s in result.manifest.shards] == [s.sha256 for s in local_result.manifest.shards]
+    outside, local_outside = wall - forward, local_wall - local_forward
+    return [
+        f"remote {url}: wall {wall:.2f}s ({', '.join(f'{k} {v:.2f}s' for k, v in result.phases.items())})",
+        f"  shards identical to the local run: {same}",
+        f"  outside model forward: store {outside:.2f}s vs local disk {local_outside:.2f}s -> overhead "
+        f"{outside - local_outside:+.2f}s ({(outside - local_outside) / local_wall:+.1%} of the local wall time)",
+    ]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--teacher", help="teacher model directory (default: a synthetic random-weight pair)")
@@ -76,7 +117,20 @@ def main() -> int:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--select", default="top-fraction", choices=["top-fraction", "soft"])
+    p.add_argument("--remote", help="also run from and to this store prefix (s3://bucket/x), or 'moto'")
     args = p.parse_args()
+    server = None
+    if args.remote == "moto":
+        import os
+
+        from tests.corpus.s3 import ENV, MotoServer, fresh_fs
+
+        server = MotoServer()
+        os.environ.update({**ENV, "AWS_ENDPOINT_URL": server.url})
+        fresh_fs().mkdir("reweigh-bench")
+        args.remote = "s3://reweigh-bench/run"
+
+    import matplotlib.pyplot  # noqa: F401  (imported before timing: else the first run's plots pay for it)
 
     with tempfile.TemporaryDirectory(prefix="reweigh-bench-") as tmp:
         root = Path(tmp)
@@ -100,11 +154,25 @@ def main() -> int:
             chunk_docs=args.chunk_docs,
             selection=SelectionConfig(method=args.select),
         )
-        started = time.perf_counter()
-        result = run_rewrite(job, BuiltScorer(engine))
-        wall = time.perf_counter() - started
+        if args.remote:
+            # Untimed, on one input shard: one-time costs (first plots, first selection imports) would
+            # otherwise land on whichever of the two compared runs goes first.
+            run_rewrite(
+                job.model_copy(update={"inputs": inputs[:1], "output": str(root / "warmup")}),
+                BuiltScorer(engine),
+            )
+            engine.stats = type(engine.stats)()
+        local = timed_job(engine, job)
+        result, wall, _ = local
+        s = dataclasses.replace(engine.stats)  # the local run's figures
+        remote_lines = []
+        if args.remote:
+            try:
+                remote_lines = remote_run(engine, job, args.remote.rstrip("/"), local)
+            finally:
+                if server is not None:
+                    server.stop()
 
-    s = engine.stats
     outside = 1.0 - s.forward_seconds / wall if wall else 0.0
     fp = engine.fingerprint
     print(
@@ -127,6 +195,8 @@ def main() -> int:
     )
     print(f"padding: {s.padding_fraction:.1%} of batch slots; batches: {s.batches}")
     print(f"kept: {result.manifest.totals.rows_out} documents in {len(result.manifest.shards)} shards")
+    for line in remote_lines:
+        print(line)
     return 0
 
 

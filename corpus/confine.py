@@ -10,6 +10,11 @@ block (the CLI, library use) both are plain pass-throughs: the caller's own path
 one component at a time, with O_NOFOLLOW, so a symlink swapped in after the check is refused by the
 kernel rather than followed. Writes are checked on the resolved path just before each temporary file
 is created (the rename that follows stays in that checked directory).
+
+A root may also be an object-store prefix (`s3://bucket/data/`): a store has no symlinks, so a URL
+is allowed exactly when, with no `.` or `..` segment and no empty one, it lies under such a prefix.
+Under confinement a URL under no root is refused, so a service cannot be made to reach buckets its
+credentials open but its data roots do not name.
 """
 
 from __future__ import annotations
@@ -27,24 +32,52 @@ import pyarrow as pa
 from scoring.errors import PathNotAllowedError
 
 _ROOTS: ContextVar[tuple[Path, ...] | None] = ContextVar("reweigh_confine_roots", default=None)
+_URL_ROOTS: ContextVar[tuple[str, ...]] = ContextVar("reweigh_confine_url_roots", default=())
+
+
+def is_url_root(root: str | Path) -> bool:
+    return isinstance(root, str) and "://" in root and not root.startswith("file://")
 
 
 @contextlib.contextmanager
-def confined_to(roots: Sequence[Path]) -> Iterator[None]:
-    """File access by corpus code in this thread (context) must stay under `roots` (real paths)."""
-    token = _ROOTS.set(tuple(Path(os.path.realpath(r)) for r in roots))
+def confined_to(roots: Sequence[Path | str]) -> Iterator[None]:
+    """File access by corpus code in this thread (context) must stay under `roots` (real paths, or
+    object-store prefixes such as s3://bucket/data)."""
+    local = tuple(Path(os.path.realpath(r)) for r in roots if not is_url_root(r))
+    urls = tuple(str(r).rstrip("/") + "/" for r in roots if is_url_root(r))
+    token, url_token = _ROOTS.set(local), _URL_ROOTS.set(urls)
     try:
         yield
     finally:
         _ROOTS.reset(token)
+        _URL_ROOTS.reset(url_token)
 
 
-def active_roots() -> tuple[Path, ...] | None:
-    return _ROOTS.get()
+def url_under(url: str, roots: Sequence[str]) -> bool:
+    """`url` lies under one of the prefixes `roots` (each ending in "/"), with no dot segments."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep or any(part in (".", "..", "") for part in rest.rstrip("/").split("/")):
+        return False
+    return any((url.rstrip("/") + "/").startswith(root) for root in roots)
+
+
+def check_url(url: str) -> str:
+    """`url`, refused (PathNotAllowedError) under a confinement none of whose roots holds it."""
+    if _ROOTS.get() is None:
+        return url
+    if not url_under(url, _URL_ROOTS.get()):
+        raise PathNotAllowedError(f"{url!r} is outside the data roots")
+    return url
+
+
+def active_roots() -> tuple[Path | str, ...] | None:
+    """The active confinement (local roots, then object-store prefixes), or None outside one."""
+    local = _ROOTS.get()
+    return None if local is None else (*local, *_URL_ROOTS.get())
 
 
 @contextlib.contextmanager
-def carried(roots: Sequence[Path] | None) -> Iterator[None]:
+def carried(roots: Sequence[Path | str] | None) -> Iterator[None]:
     """Re-enter, in another thread or process (a Ray worker), the confinement `active_roots()`
     returned where the work was handed out; None (nothing was confined there) changes nothing."""
     if roots is None:

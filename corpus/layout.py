@@ -20,6 +20,7 @@ from pathlib import Path
 from corpus.executor.base import STEPS_DIR
 from corpus.manifest import MANIFEST_NAME
 from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME
+from corpus.storage import JobPath
 
 JOB_FILE = "job.json"
 SCORES_DIR = "scores"
@@ -46,8 +47,9 @@ OWNED = (
 
 
 def shard_key(index: int, path: str | Path) -> str:
-    """Directory name of an input shard's files: its position (keeps order) and a readable name."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).name)[:80]
+    """Directory name of an input shard's files: its position (keeps order) and a readable name
+    (the last component of a path or URL, so a job keeps its layout whatever store it reads)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(path).rstrip("/").rsplit("/", 1)[-1])[:80]
     return f"{index:05d}-{name}"
 
 
@@ -55,17 +57,17 @@ def chunk_name(index: int) -> str:
     return f"chunk-{index:05d}.parquet"
 
 
-def scores_dir(out: Path, index: int, path: str) -> Path:
+def scores_dir(out: JobPath, index: int, path: str) -> JobPath:
     return out / SCORES_DIR / shard_key(index, path)
 
 
-def groups_dir(out: Path, field: str, index: int, path: str) -> Path:
+def groups_dir(out: JobPath, field: str, index: int, path: str) -> JobPath:
     """Labels of `field` for an input shard: a readable name plus a digest, as any string may be a field."""
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", field)[:40] + "-" + hashlib.sha256(field.encode()).hexdigest()[:8]
     return out / GROUPS_DIR / key / shard_key(index, path)
 
 
-def selection_dir(out: Path, index: int, path: str) -> Path:
+def selection_dir(out: JobPath, index: int, path: str) -> JobPath:
     return out / SELECTION_DIR / shard_key(index, path)
 
 

@@ -32,7 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from corpus.manifest import Manifest, load_manifest, shard_base
 from corpus.packing import Packing
-from corpus.shard_fetch import OpenShard, Prefetcher, open_shard
+from corpus.shard_fetch import OpenShard, Prefetcher, ShardCache, open_shard
 from scoring.errors import ConfigError, InputError
 
 
@@ -52,9 +52,14 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         verify: bool = True,
         tokenizer: Any = None,
         seq_len: int | None = None,
+        cache_dir: str | Path | None = None,
+        cache_limit_bytes: int | None = None,
     ) -> None:
-        """`manifest`: a path, a job directory, an http(s) URL, or a loaded Manifest (then give `base`,
-        where its shard paths resolve). `headers` go with every HTTP request (e.g. Authorization).
+        """`manifest`: a path, a job directory, an http(s) URL, an object-store URL (s3://bucket/job,
+        gs://, hf://), or a loaded Manifest (then give `base`, where its shard paths resolve).
+        `headers` go with every HTTP request (e.g. Authorization). Remote shards are downloaded (the
+        next one while the current one is read); with `cache_dir` and `cache_limit_bytes` they stay
+        there between epochs, least recently used evicted past the limit (corpus/shard_fetch.py).
         rank/world_size default to torch.distributed's when it is initialised, else 0 and 1.
         With `tokenizer` (a transformers tokenizer) and `seq_len`, it yields packed blocks
         {"input_ids", "attention_mask"} of `seq_len` tokens instead of documents (corpus/packing.py);
@@ -81,6 +86,15 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         self.headers, self.seed, self.shuffle = headers, seed, shuffle
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.columns, self.verify = columns, verify
+        if (cache_dir is None) != (cache_limit_bytes is None):
+            raise ConfigError(
+                f"cache_dir={cache_dir!r} and cache_limit_bytes={cache_limit_bytes}: give both or neither"
+            )
+        self.cache = None
+        if cache_dir is not None and cache_limit_bytes is not None:
+            self.cache = ShardCache(Path(cache_dir), cache_limit_bytes)
+            self.cache.check_fits(self.manifest.shards)
+            self.cache.directory.mkdir(parents=True, exist_ok=True)
         if (tokenizer is None) != (seq_len is None):
             raise ConfigError(
                 f"tokenizer={type(tokenizer).__name__} and seq_len={seq_len}: give both or neither"
@@ -209,7 +223,9 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
             prefetch.close()
 
     def _open(self, shard: int) -> OpenShard:
-        return open_shard(self.base, self.manifest.shards[shard], headers=self.headers, verify=self.verify)
+        return open_shard(
+            self.base, self.manifest.shards[shard], headers=self.headers, verify=self.verify, cache=self.cache
+        )
 
     def _shard_rows(self, shard: int, opened: OpenShard, owned: np.ndarray) -> Iterator[dict[str, Any]]:
         """The rows at shard-relative epoch positions `owned` (sorted): the shard's row groups in a

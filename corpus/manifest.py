@@ -2,8 +2,10 @@
 
 A directory holds a finished job exactly when it holds `manifest.json` (written last, atomically).
 Shard paths are relative (`shards/part-00000.parquet`) and resolve against where the manifest was
-found: a local file -> its directory; a URL ending in `/manifest.json` -> that URL's directory; any
-other URL (the service serves manifests at `.../v1/manifests/{job_id}`) -> the URL + "/".
+found: a local file -> its directory; a URL ending in `/manifest.json` -> that URL's directory; an
+object-store URL (s3://, gs://, hf://) of a job directory -> that prefix; any other http(s) URL (the
+service serves manifests at `.../v1/manifests/{job_id}`) -> the URL + "/". A job directory copied
+between stores therefore reads the same.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from corpus.fsutil import dumps_json, write_bytes_atomic
+from corpus import storage
+from corpus.fsutil import dumps_json
+from corpus.storage import JobPath, RemotePath
 from scoring.errors import InputError, NotFoundError
 
 MANIFEST_NAME = "manifest.json"
@@ -106,9 +110,9 @@ class Manifest(_Frozen):
         return dumps_json(self.model_dump(mode="json"))
 
 
-def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
-    path = Path(directory) / MANIFEST_NAME
-    write_bytes_atomic(path, manifest.to_json_bytes())
+def write_manifest(directory: str | JobPath, manifest: Manifest) -> JobPath:
+    path = storage.job_path(directory) / MANIFEST_NAME
+    storage.write_bytes(path, manifest.to_json_bytes())
     return path
 
 
@@ -135,23 +139,24 @@ def is_url(location: str) -> bool:
     return urlsplit(location).scheme in ("http", "https")
 
 
-def load_manifest(path_or_url: str | Path, headers: dict[str, str] | None = None) -> Manifest:
-    """From a local file (or a job directory holding manifest.json), or an http(s) URL."""
+def load_manifest(path_or_url: str | JobPath, headers: dict[str, str] | None = None) -> Manifest:
+    """From a local file or job directory, an object-store URL of either, or an http(s) URL."""
     location = str(path_or_url)
     if is_url(location):
         return parse_manifest(http_get(location, headers), location)
-    path = Path(location)
-    if path.is_dir():
+    path = storage.job_path(path_or_url)
+    # A store prefix is no object: a URL not naming the manifest names its job directory.
+    if path.name != MANIFEST_NAME if isinstance(path, RemotePath) else storage.is_dir(path):
         path = path / MANIFEST_NAME
-    if not path.is_file():
+    if not storage.is_file(path):
         raise NotFoundError(f"no manifest at {str(path)!r} (a job directory without one is not finished)")
-    return parse_manifest(path.read_bytes(), str(path))
+    return parse_manifest(storage.read_bytes(path), str(path))
 
 
-def shard_base(path_or_url: str | Path) -> str:
+def shard_base(path_or_url: str | JobPath) -> str:
     """What shard paths are relative to (see the module docstring)."""
     location = str(path_or_url)
-    if is_url(location):
+    if is_url(location) or storage.is_remote(location):
         if location.endswith("/" + MANIFEST_NAME):
             return location[: -len(MANIFEST_NAME)]
         return location.rstrip("/") + "/"
@@ -160,10 +165,10 @@ def shard_base(path_or_url: str | Path) -> str:
 
 
 def resolve_shard(base: str, relative: str) -> str:
-    if is_url(base):
-        return base + relative
-    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+    if Path(relative).is_absolute() or ".." in Path(relative).parts or "://" in relative:
         raise InputError(f"shard path {relative!r} escapes the manifest's directory")
+    if is_url(base) or storage.is_remote(base):
+        return base + relative
     return str(Path(base) / relative)
 
 

@@ -11,12 +11,16 @@ Two kinds of failure, kept apart on purpose:
 Blank lines in jsonl are rows too (status "blank_line: ..."), so a row's index is always its line
 index, and the id fallback (the row index) points at the line a user can open.
 
+Inputs may be local paths or object-store URLs (s3://, gs://, hf://; corpus/storage.py): the same
+formats, streamed through fsspec (parquet and arrow files by ranged reads).
+
 Memory does not grow with file size: jsonl is decompressed and split in fixed-size chunks, parquet
 is read a batch at a time (at most one row group is decoded at once), arrow files are memory-mapped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -30,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from corpus import confine
+from corpus import confine, storage
+from corpus.storage import JobPath
 from scoring.errors import InputError
 
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet", "datasets")
@@ -78,13 +83,27 @@ def status_kind(status: str) -> str:
     return status.split(":", 1)[0]
 
 
-def detect_format(path: str | Path) -> str:
+def _kind(p: JobPath) -> str | None:
+    """"dir", "file" (anything else that exists, locally) or None."""
+    if isinstance(p, Path):
+        return None if not p.exists() else "dir" if p.is_dir() else "file"
+    # A store: an object, else a prefix holding objects (one request in the usual case).
+    if storage.is_file(p):
+        return "file"
+    if storage.is_dir(p):
+        return "dir"
+    storage.check_bucket(p)  # a missing bucket is said as such, not as a missing object
+    return None
+
+
+def detect_format(path: str | JobPath) -> str:
     """One of FORMATS, from the name (files) or the save_to_disk metadata (directories)."""
-    p = Path(path)
-    if not p.exists():
+    p = storage.job_path(path)
+    kind = _kind(p)
+    if kind is None:
         raise InputError(f"input {str(p)!r} does not exist")
-    if p.is_dir():
-        if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
+    if kind == "dir":
+        if storage.is_file(p / "state.json") or storage.is_file(p / "dataset_dict.json"):
             return "datasets"
         raise InputError(
             f"input {str(p)!r} is a directory but not a `datasets` save_to_disk directory "
@@ -105,10 +124,10 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_documents(path: str | Path, *, text_field: str = "text", id_field: str = "id") -> Iterator[Document]:
+def read_documents(path: str | JobPath, *, text_field: str = "text", id_field: str = "id") -> Iterator[Document]:
     """Every row of one input, in file order, as a Document (streaming)."""
     fmt = detect_format(path)
-    p = Path(path)
+    p = storage.job_path(path)
     if fmt == "parquet":
         return _parquet_documents(p, text_field, id_field)
     if fmt == "datasets":
@@ -119,23 +138,23 @@ def read_documents(path: str | Path, *, text_field: str = "text", id_field: str 
 # ---------------------------------------------------------------------------------------------- jsonl
 
 
-def _jsonl_documents(path: Path, fmt: str, text_field: str, id_field: str) -> Iterator[Document]:
+def _jsonl_documents(path: JobPath, fmt: str, text_field: str, id_field: str) -> Iterator[Document]:
     # Opened here, not inside the generator, so that an unreadable file fails when the reader is made.
     try:
-        fh = confine.open_read(path)
+        fh = storage.open_read(path)
     except OSError as exc:
         raise InputError(f"cannot open {str(path)!r}: {exc.strerror or exc}") from exc
     return _jsonl_rows(fh, path, fmt, text_field, id_field)
 
 
-def _jsonl_rows(fh: BinaryIO, path: Path, fmt: str, text_field: str, id_field: str) -> Iterator[Document]:
+def _jsonl_rows(fh: BinaryIO, path: JobPath, fmt: str, text_field: str, id_field: str) -> Iterator[Document]:
     with fh:
         chunks = {"jsonl": _plain_chunks, "jsonl.gz": _gzip_chunks, "jsonl.zst": _zstd_chunks}[fmt](fh, path)
         for index, line in enumerate(_split_lines(chunks)):
             yield _parse_line(line, index, text_field, id_field)
 
 
-def _plain_chunks(fh: BinaryIO, path: Path) -> Iterator[bytes]:
+def _plain_chunks(fh: BinaryIO, path: JobPath) -> Iterator[bytes]:
     try:
         while chunk := fh.read(_READ_CHUNK):
             yield chunk
@@ -143,7 +162,7 @@ def _plain_chunks(fh: BinaryIO, path: Path) -> Iterator[bytes]:
         raise InputError(f"cannot read {str(path)!r}: {exc}") from exc
 
 
-def _gzip_chunks(fh: BinaryIO, path: Path) -> Iterator[bytes]:
+def _gzip_chunks(fh: BinaryIO, path: JobPath) -> Iterator[bytes]:
     try:
         with gzip.GzipFile(fileobj=fh) as gz:
             while chunk := gz.read(_READ_CHUNK):
@@ -153,7 +172,7 @@ def _gzip_chunks(fh: BinaryIO, path: Path) -> Iterator[bytes]:
         raise InputError(f"corrupt or truncated gzip file {str(path)!r}: {exc}") from exc
 
 
-def _zstd_chunks(fh: BinaryIO, path: Path) -> Iterator[bytes]:
+def _zstd_chunks(fh: BinaryIO, path: JobPath) -> Iterator[bytes]:
     """Decompress frame by frame, so that a truncated last frame is an error, not a short read.
 
     (zstandard's stream_reader returns EOF quietly at a cut in the middle of a frame, and read_to_iter
@@ -253,37 +272,48 @@ def _json_type(value: Any) -> str:
 # ------------------------------------------------------------------------------------ parquet, arrow
 
 
-def _parquet_documents(path: Path, text_field: str, id_field: str) -> Iterator[Document]:
+def _parquet_documents(path: JobPath, text_field: str, id_field: str) -> Iterator[Document]:
+    source: BinaryIO | None = None  # a store's file object, closed with the reader
     try:
-        pf = pq.ParquetFile(confine.parquet_source(path))
+        if isinstance(path, Path):
+            pf = pq.ParquetFile(confine.parquet_source(path))
+        else:
+            source = storage.open_read(path)
+            pf = pq.ParquetFile(source)
     except (OSError, pa.ArrowException) as exc:
+        if source is not None:
+            source.close()
         raise InputError(f"cannot read parquet file {str(path)!r}: {exc}") from exc
     _check_text_column(pf.schema_arrow, text_field, path)
-    return _parquet_rows(pf, path, text_field, id_field)
+    return _parquet_rows(pf, source, path, text_field, id_field)
 
 
-def _parquet_rows(pf: pq.ParquetFile, path: Path, text_field: str, id_field: str) -> Iterator[Document]:
-    with pf:
+def _parquet_rows(
+    pf: pq.ParquetFile, source: BinaryIO | None, path: JobPath, text_field: str, id_field: str
+) -> Iterator[Document]:
+    with pf, source or contextlib.nullcontext():
         batches = pf.iter_batches(batch_size=_BATCH_ROWS)
         yield from _batch_documents(_guarded(batches, path, "parquet file"), text_field, id_field)
 
 
-def _datasets_documents(path: Path, text_field: str, id_field: str) -> Iterator[Document]:
+def _datasets_documents(path: JobPath, text_field: str, id_field: str) -> Iterator[Document]:
     """A Dataset directory, or a DatasetDict directory read split after split (in its listed order)."""
     files = _datasets_arrow_files(path)
     if not files:
         raise InputError(f"`datasets` directory {str(path)!r} lists no data files")
-    missing = [str(f) for f in files if not f.is_file()]
+    missing = [str(f) for f in files if not storage.is_file(f)]
     if missing:
         raise InputError(f"`datasets` directory {str(path)!r} lacks its data files {', '.join(missing)}")
     return _datasets_rows(path, files, text_field, id_field)
 
 
-def _datasets_rows(path: Path, files: list[Path], text_field: str, id_field: str) -> Iterator[Document]:
+def _datasets_rows(path: JobPath, files: list[JobPath], text_field: str, id_field: str) -> Iterator[Document]:
     offset = 0
     for file in files:
         try:
-            reader = pa.ipc.open_stream(confine.memory_map(file))
+            # Local arrow files are memory-mapped; a store's are streamed.
+            source = confine.memory_map(file) if isinstance(file, Path) else storage.open_read(file)
+            reader = pa.ipc.open_stream(source)
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"cannot read arrow file {str(file)!r} of {str(path)!r}: {exc}") from exc
         _check_text_column(reader.schema, text_field, file)
@@ -292,18 +322,18 @@ def _datasets_rows(path: Path, files: list[Path], text_field: str, id_field: str
             yield doc
 
 
-def _datasets_arrow_files(path: Path) -> list[Path]:
+def _datasets_arrow_files(path: JobPath) -> list[JobPath]:
     try:
-        if (path / "dataset_dict.json").is_file():
-            splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        if storage.is_file(path / "dataset_dict.json"):
+            splits = storage.read_json(path / "dataset_dict.json")["splits"]
             return [f for split in splits for f in _datasets_arrow_files(path / split)]
-        state = json.loads((path / "state.json").read_text())
+        state = storage.read_json(path / "state.json")
         return [path / entry["filename"] for entry in state["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"cannot read the save_to_disk metadata of {str(path)!r}: {exc!r}") from exc
 
 
-def _check_text_column(schema: pa.Schema, text_field: str, path: Path) -> None:
+def _check_text_column(schema: pa.Schema, text_field: str, path: JobPath) -> None:
     # A column missing from the schema is missing from every row: one clear file-level error
     # beats a shard of identical row statuses (usually it is a wrong --text-field).
     if text_field not in schema.names:
@@ -313,7 +343,7 @@ def _check_text_column(schema: pa.Schema, text_field: str, path: Path) -> None:
         raise InputError(f"column {text_field!r} of {str(path)!r} is {kind}, not a string column")
 
 
-def _guarded(batches: Iterable[pa.RecordBatch], path: Path, what: str) -> Iterator[pa.RecordBatch]:
+def _guarded(batches: Iterable[pa.RecordBatch], path: JobPath, what: str) -> Iterator[pa.RecordBatch]:
     try:
         yield from batches
     except (OSError, pa.ArrowException) as exc:

@@ -8,13 +8,13 @@ high up, hard-but-learnable ones above it, noise low on the teacher axis).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from corpus.fsutil import atomic_path, write_json_atomic
+from corpus import storage
+from corpus.storage import JobPath
 
 REPORT_NAME = "report.json"
 HISTOGRAM_NAME = "score_histogram.png"
@@ -96,11 +96,11 @@ def histogram_counts(values: npt.NDArray[np.float64], low: float, high: float) -
     return np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))[0].astype(np.int64)
 
 
-def write_report(out_dir: Path, report: dict[str, Any]) -> None:
-    write_json_atomic(out_dir / REPORT_NAME, report)
+def write_report(out_dir: JobPath, report: dict[str, Any]) -> None:
+    storage.write_json(out_dir / REPORT_NAME, report)
 
 
-def write_plots(out_dir: Path, data: PlotData) -> None:
+def write_plots(out_dir: JobPath, data: PlotData) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,8 +118,7 @@ def write_plots(out_dir: Path, data: PlotData) -> None:
     ax.set_ylabel("documents")
     ax.set_title(f"Difference scores ({data.scored} documents)")
     fig.tight_layout()
-    with atomic_path(out_dir / HISTOGRAM_NAME) as tmp:
-        fig.savefig(tmp, format="png", metadata=metadata)
+    storage.write_figure(out_dir / HISTOGRAM_NAME, fig, metadata)
     plt.close(fig)
 
     teacher, reference, kept = data.teacher, data.reference, data.kept
@@ -143,8 +142,7 @@ def write_plots(out_dir: Path, data: PlotData) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", markerscale=4)
     fig.tight_layout()
-    with atomic_path(out_dir / SCATTER_NAME) as tmp:
-        fig.savefig(tmp, format="png", metadata=metadata)
+    storage.write_figure(out_dir / SCATTER_NAME, fig, metadata)
     plt.close(fig)
 
 

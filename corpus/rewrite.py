@@ -5,7 +5,9 @@ output shards, then the report and the manifest (last). Directory layout: corpus
 decides where the step's tasks run (corpus/executor/) and records each finished task. The driver
 holds only what the steps return (per-shard and per-chunk counts), never documents or scores.
 
-Every file is written atomically and every step is deterministic (fixed chunking, seeded selection,
+The job directory may be a local path or an object-store prefix (s3://bucket/job; corpus/storage.py),
+and inputs may be URLs or glob patterns of either (expanded once, in sorted order, when the job
+starts). Every file is written atomically (on a store: uploaded whole) and every step is deterministic (fixed chunking, seeded selection,
 fixed parquet options), so a job killed at any point and rerun with the same settings ends
 byte-identical to one that never stopped, whichever executor ran it.
 """
@@ -16,7 +18,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +28,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from corpus import confine
+from corpus import confine, storage
 from corpus.config import RewriteConfig
 from corpus.executor.base import Executor, Result, StepProgress, StepProgressFn
 from corpus.executor.local import LocalExecutor
-from corpus.fsutil import dumps_json, remove_stale_tmp, write_json_atomic
+from corpus.fsutil import dumps_json
 from corpus.layout import JOB_FILE, OWNED
 from corpus.manifest import (
     MANIFEST_NAME,
@@ -54,6 +55,7 @@ from corpus.steps.scorer_report import ScorerReport
 from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.select_run import run_selection
 from corpus.steps.write import PlanShards, WriteShards
+from corpus.storage import JobPath
 from corpus.writers import ShardCut, output_schema
 from scoring.errors import ConfigError, InputError, JobConflictError
 from scoring.protocols import ScorerSpec
@@ -72,7 +74,7 @@ class RewriteProgress:
 
 @dataclass
 class RewriteResult:
-    output: Path
+    output: JobPath
     manifest: Manifest
     report: dict[str, Any]
     already_done: bool  # the directory held this finished job: nothing was redone
@@ -124,13 +126,15 @@ class _Job:
         self.config, self.scorer, self.executor, self.cancel = config, scorer, executor, cancel
         self.audit_documents = audit_documents
         self.emit = progress or (lambda _p: None)
-        self.out = Path(config.output)
-        self.inputs = tuple(config.inputs)
+        self.out = storage.job_path(config.output)
+        self.inputs = tuple(config.inputs)  # patterns until run() expands them
         self.phases: dict[str, float] = {}
 
     def run(self) -> RewriteResult:
         started = time.perf_counter()
-        confine.check(self.out)  # under the service's confinement: the output may have been swapped since submit
+        # Under the service's confinement: the output may have been swapped since submit.
+        confine.check(self.out) if isinstance(self.out, Path) else confine.check_url(self.out.url)
+        self.inputs = tuple(storage.expand_inputs(self.config.inputs))
         scorer_fingerprint = self.executor.fingerprint(self.scorer)
         self.kind = scorer_kind(scorer_fingerprint)
         if self.audit_documents and self.kind != "cascade":
@@ -143,7 +147,7 @@ class _Job:
         if finished is not None:
             finished.seconds = time.perf_counter() - started
             return finished
-        formats = check_inputs(self.config)
+        formats = check_inputs(self.inputs, self.config.on_error)
 
         scored = self.timed("scoring", self.score)
         shards, skipped = scored_shards(scored), skipped_inputs(scored)
@@ -235,14 +239,14 @@ class _Job:
 
     def claim(self, fingerprint: dict[str, Any]) -> RewriteResult | None:
         """Claims the directory; returns the finished job when it already holds this one."""
-        identity = _job_identity(self.config, fingerprint)
-        if _claim_directory(self.out, identity, self.config.overwrite) and (self.out / MANIFEST_NAME).is_file():
+        identity = _job_identity(self.inputs, fingerprint)
+        if _claim_directory(self.out, identity, self.config.overwrite) and storage.is_file(self.out / MANIFEST_NAME):
             manifest = load_manifest(self.out / MANIFEST_NAME)
             # A job that skipped inputs is not finished for on_error="fail": it retries them (and fails).
             if not (manifest.skipped_inputs and self.config.on_error == "fail"):
-                report = json.loads((self.out / REPORT_NAME).read_text())
+                report = storage.read_json(self.out / REPORT_NAME)
                 return RewriteResult(self.out, manifest, report, already_done=True)
-        remove_stale_tmp(self.out)
+        storage.remove_stale_tmp(self.out)
         return None
 
     def timed(self, phase: str, fn: Callable[[], Any]) -> Any:
@@ -296,24 +300,19 @@ def _digest(results: list[Result]) -> str:
     return hashlib.sha256(dumps_json(results)).hexdigest()[:12]
 
 
-def _job_identity(config: RewriteConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    inputs = []
-    for p in config.inputs:
-        path = Path(p)
-        st = path.stat() if path.exists() else None
-        inputs.append(
-            {"path": p, "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None}
-        )
+def _job_identity(paths: tuple[str, ...], fingerprint: dict[str, Any]) -> dict[str, Any]:
+    inputs = [{"path": p, **storage.describe(storage.job_path(p))} for p in paths]
     # on_error is left out on purpose: after a job fails on a corrupt shard, rerunning it with
     # --on-error skip must resume it, not be refused as a different job.
     return {"fingerprint": fingerprint, "inputs": inputs}
 
 
-def _claim_directory(out: Path, identity: dict[str, Any], overwrite: bool) -> bool:
+def _claim_directory(out: JobPath, identity: dict[str, Any], overwrite: bool) -> bool:
     """True when `out` already holds this very job (finished or not). Refuses another job's directory."""
     job_file = out / JOB_FILE
-    if job_file.is_file():
-        previous = json.loads(job_file.read_text())
+    storage.make_dir(out)  # on a store: the bucket must exist (a clear error before anything else)
+    if storage.is_file(job_file):
+        previous = storage.read_json(job_file)
         if previous == json.loads(dumps_json(identity)):
             return True
         if not overwrite:
@@ -321,17 +320,12 @@ def _claim_directory(out: Path, identity: dict[str, Any], overwrite: bool) -> bo
                 f"{str(out)!r} holds a job made with different settings ({_differences(previous, identity)}); "
                 "use another directory, or overwrite to replace it"
             )
-    elif out.is_dir() and any(out.iterdir()) and not overwrite:
+    elif storage.names_in(out) and not overwrite:
         raise JobConflictError(f"{str(out)!r} is not empty and holds no reweigh job; use an empty directory")
     if overwrite:
         for name in OWNED:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / JOB_FILE, identity)
+            storage.remove(out / name)
+    storage.write_json(out / JOB_FILE, identity)
     return False
 
 
@@ -354,15 +348,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_inputs(config: RewriteConfig) -> dict[str, str]:
+def check_inputs(inputs: tuple[str, ...], on_error: str) -> dict[str, str]:
     """Formats of the inputs, from their names, before any scoring: a typo fails in a second, not
     after hours. (No input is opened here: on Ray, only workers read inputs.)"""
     formats = {}
-    for p in config.inputs:
+    for p in inputs:
         try:
             formats[p] = detect_format(p)
         except InputError:
-            if config.on_error == "fail":
+            if on_error == "fail":
                 raise
             formats[p] = "unknown"
     return formats

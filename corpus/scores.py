@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from corpus import storage
 from corpus.executor.base import StepContext
-from corpus.fsutil import write_parquet_atomic
 from corpus.layout import chunk_name
 from corpus.readers import Document, detect_format, read_documents
+from corpus.storage import JobPath
 from scoring.protocols import Scorer
 from scoring.types import DocScore
 
@@ -92,7 +92,7 @@ def score_chunk(scorer: Scorer, docs: Sequence[Document], first_row: int) -> pa.
 def score_shard(
     path: str | Path,
     scorer: Scorer,
-    shard_dir: Path,
+    shard_dir: JobPath,
     *,
     text_field: str,
     id_field: str,
@@ -100,18 +100,18 @@ def score_shard(
     ctx: StepContext,
 ) -> ShardScores:
     """Scores every row of `path` into `shard_dir`, reusing the chunk files already there."""
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    storage.make_dir(shard_dir)
     docs = read_documents(path, text_field=text_field, id_field=id_field)
     rows = ok = tokens = chunks = 0
     schemas: list[pa.Schema] = []
     for index, chunk in enumerate(_chunks(docs, chunk_docs)):
         ctx.check_cancel(f"while scoring {str(path)!r} at row {rows}")
         chunk_path = shard_dir / chunk_name(index)
-        if chunk_path.is_file():
-            table = pq.read_table(chunk_path)
+        if storage.is_file(chunk_path):
+            table = storage.read_parquet(chunk_path)
         else:
             table = score_chunk(scorer, chunk, rows)
-            write_parquet_atomic(chunk_path, table)
+            storage.write_parquet(chunk_path, table)
         chunk_ok, chunk_tokens = chunk_counts(table)
         schemas.append(fields_from_metadata(table.schema))
         rows += len(chunk)
@@ -136,8 +136,8 @@ def chunk_counts(table: pa.Table) -> tuple[int, int]:
     return int(chunk_ok.sum()), int(np.asarray(table.column("n_tokens"))[chunk_ok].sum())
 
 
-def read_chunk_scores(shard_dir: Path, chunk: int, columns: Sequence[str]) -> pa.Table:
-    return pq.read_table(shard_dir / chunk_name(chunk), columns=list(columns)).replace_schema_metadata(None)
+def read_chunk_scores(shard_dir: JobPath, chunk: int, columns: Sequence[str]) -> pa.Table:
+    return storage.read_parquet(shard_dir / chunk_name(chunk), columns).replace_schema_metadata(None)
 
 
 def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:

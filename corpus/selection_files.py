@@ -5,13 +5,12 @@ shard planner and writers; a chunk that keeps nothing has no file."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from corpus.fsutil import write_parquet_atomic
+from corpus import storage
 from corpus.layout import chunk_name, selection_dir
+from corpus.storage import JobPath
 from corpus.writers import ADDED_COLUMNS
 
 KEPT_SCHEMA = pa.schema([("row", pa.int64()), ("text_bytes", pa.int64()), *ADDED_COLUMNS])
@@ -27,13 +26,15 @@ class KeptChunk:
     rows: int
 
 
-def kept_path(out: Path, inputs: tuple[str, ...], kept: KeptChunk) -> Path:
+def kept_path(out: JobPath, inputs: tuple[str, ...], kept: KeptChunk) -> JobPath:
     return selection_dir(out, kept.input, inputs[kept.input]) / chunk_name(kept.chunk)
 
 
-def write_kept(out: Path, inputs: tuple[str, ...], kept: KeptChunk, table: pa.Table) -> None:
-    write_parquet_atomic(kept_path(out, inputs, kept), table.cast(KEPT_SCHEMA))
+def write_kept(out: JobPath, inputs: tuple[str, ...], kept: KeptChunk, table: pa.Table) -> None:
+    storage.write_parquet(kept_path(out, inputs, kept), table.cast(KEPT_SCHEMA))
 
 
-def read_kept(out: Path, inputs: tuple[str, ...], kept: KeptChunk, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(kept_path(out, inputs, kept), columns=columns)
+def read_kept(
+    out: JobPath, inputs: tuple[str, ...], kept: KeptChunk, columns: list[str] | None = None
+) -> pa.Table:
+    return storage.read_parquet(kept_path(out, inputs, kept), columns)

@@ -1,9 +1,18 @@
 """Open a manifest's shard for row-group reads, its sha256 checked, in bounded memory.
 
-A local shard is hashed in 4 MiB chunks and then read in place. A remote one is streamed to a
-temporary file (hashed as it arrives), so neither path ever holds a whole shard in memory; the
+A local shard is hashed in 4 MiB chunks and then read in place. A remote one (http(s), or an
+object store through corpus/storage.py) is streamed to a temporary file (hashed as it arrives), so neither path ever holds a whole shard in memory; the
 loader then reads one parquet row group at a time. `Prefetcher` downloads the next remote shard in
 a background thread while the current one is consumed.
+
+Without a cache, a downloaded shard is removed when it is closed (at most the current and the next
+shard per reader are on disk). With a `ShardCache`, downloaded shards stay on local disk, named by
+their sha256, up to a byte limit: the least recently used ones are evicted past it, so a training
+node reads a corpus many times its disk over epochs. A shard enters the cache only when its bytes
+matched the manifest's sha256 as they arrived, and is trusted from then on (the name is the hash).
+Several reader processes (DataLoader workers, ranks on one node) may share one cache directory:
+entries appear by rename, and a shard evicted while another process reads it stays readable to that
+process until it closes it (POSIX unlink semantics).
 """
 
 from __future__ import annotations
@@ -18,8 +27,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from corpus import storage
 from corpus.manifest import ShardEntry, is_url, resolve_shard
-from scoring.errors import InputError, NotFoundError
+from scoring.errors import ConfigError, InputError, NotFoundError
 
 _CHUNK = 1 << 22
 
@@ -47,7 +57,7 @@ def _hash_local(path: Path) -> str:
 def _download(url: str, headers: dict[str, str] | None, directory: str | None) -> tuple[Path, str]:
     import httpx
 
-    fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".parquet", dir=directory)
+    fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".part", dir=directory)
     path, digest = Path(name), hashlib.sha256()
     try:
         with (
@@ -70,6 +80,75 @@ def _download(url: str, headers: dict[str, str] | None, directory: str | None) -
     return path, digest.hexdigest()
 
 
+def _download_object(url: str, directory: str | None) -> tuple[Path, str]:
+    """An object-store shard, streamed to a temporary file (the store's errors are named ones)."""
+    fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".part", dir=directory)
+    path, digest = Path(name), hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, storage.open_read(storage.job_path(url)) as source:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except FileNotFoundError as exc:
+        path.unlink(missing_ok=True)
+        raise NotFoundError(f"shard {url!r} not found in the store") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardCache:
+    """Remote shards kept in `directory`, at most `limit_bytes` of them (least recently used out)."""
+
+    directory: Path
+    limit_bytes: int
+
+    def check_fits(self, shards: list[ShardEntry]) -> None:
+        """A reader holds the shard it reads and the one it prefetches: both must fit."""
+        largest = sorted((s.bytes for s in shards), reverse=True)[:2]
+        if sum(largest) > self.limit_bytes:
+            raise ConfigError(
+                f"cache_limit_bytes={self.limit_bytes} is below the {sum(largest)} bytes of the two largest "
+                "shards (the one read and the one prefetched)"
+            )
+
+    def path_of(self, entry: ShardEntry) -> Path:
+        return self.directory / f"{entry.sha256}.parquet"
+
+    def lookup(self, entry: ShardEntry) -> Path | None:
+        path = self.path_of(entry)
+        try:
+            os.utime(path)  # recently used: evicted last
+        except FileNotFoundError:
+            return None
+        return path
+
+    def admit(self, downloaded: Path, entry: ShardEntry) -> Path:
+        """Moves a verified download into the cache, then evicts down to the limit (never `entry`)."""
+        final = self.path_of(entry)
+        os.replace(downloaded, final)
+        self.evict(keep=final)
+        return final
+
+    def evict(self, keep: Path) -> None:
+        entries = []
+        for path in self.directory.glob("*.parquet"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue  # another reader evicted it meanwhile
+            entries.append((st.st_mtime_ns, path.name, st.st_size, path))
+        total = sum(e[2] for e in entries)
+        for _, _, size, path in sorted(entries):
+            if total <= self.limit_bytes:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)
+                total -= size
+
+
 def open_shard(
     base: str,
     entry: ShardEntry,
@@ -77,11 +156,20 @@ def open_shard(
     headers: dict[str, str] | None,
     verify: bool,
     spool_dir: str | None = None,
+    cache: ShardCache | None = None,
 ) -> OpenShard:
     location = resolve_shard(base, entry.path)
     temporary = None
-    if is_url(location):
-        temporary, digest = _download(location, headers, spool_dir)
+    remote = is_url(location) or storage.is_remote(location)
+    cached = cache.lookup(entry) if cache is not None and remote else None
+    if cached is not None:
+        return OpenShard(location, pq.ParquetFile(cached), None)
+    if remote:
+        directory = str(cache.directory) if cache is not None else spool_dir
+        if is_url(location):
+            temporary, digest = _download(location, headers, directory)
+        else:
+            temporary, digest = _download_object(location, directory)
         path = temporary
     else:
         path = Path(location)
@@ -90,6 +178,8 @@ def open_shard(
         if temporary is not None:
             temporary.unlink(missing_ok=True)
         raise InputError(f"shard {location!r} does not match the manifest's sha256 (changed or truncated)")
+    if cache is not None and temporary is not None and digest == entry.sha256:
+        return OpenShard(location, pq.ParquetFile(cache.admit(temporary, entry)), None)
     return OpenShard(location, pq.ParquetFile(path), temporary)
 
 

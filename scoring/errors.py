@@ -34,6 +34,22 @@ class NotFoundError(ReweighError):
     """A job, manifest or shard that does not exist."""
 
 
+class StorageError(ReweighError):
+    """An object store (s3://, gs://, hf://) refused or failed an operation. The message names the URL."""
+
+
+class BucketNotFoundError(StorageError, NotFoundError):
+    """The bucket a URL names does not exist (or is not visible with these credentials)."""
+
+
+class StorageCredentialsError(StorageError):
+    """No credentials for a store were found where its library looks for them (environment, config files)."""
+
+
+class StoragePermissionError(StorageError):
+    """The store denied the operation to the credentials in use."""
+
+
 class OverloadedError(ReweighError):
     """The scoring queue is full; the caller should retry later."""
 

@@ -75,7 +75,9 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
         roots = DataRoots(settings.data_roots)
         exports = ExportStore(settings.jobs_db)
         export_runner = ExportRunner(exports, store, roots.roots, settings.teacher)
-        runner = JobRunner(store, JobEngine(worker), executor, roots.roots, on_success=export_runner.queue_job_exports)
+        runner = JobRunner(
+            store, JobEngine(worker), executor, roots.confinement, on_success=export_runner.queue_job_exports
+        )
         worker.start()
         runner.start()
         export_runner.start()

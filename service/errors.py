@@ -22,6 +22,7 @@ from starlette.routing import compile_path
 
 from scoring.errors import (
     AuthenticationError,
+    BucketNotFoundError,
     ConfigError,
     EngineDeadError,
     EngineNotReadyError,
@@ -34,6 +35,9 @@ from scoring.errors import (
     RequestTimeoutError,
     RequestTooLargeError,
     ReweighError,
+    StorageCredentialsError,
+    StorageError,
+    StoragePermissionError,
 )
 from service.batcher import ClientDisconnectedError
 from service.paths import DataRoots, scrub
@@ -66,7 +70,14 @@ class ErrorJSONResponse(JSONResponse):
 
 
 # Most specific first: the first isinstance match decides (ConfigError before its ValueError base...).
+# An object store's refusal: the bucket named is missing (404), the store denies the service's
+# credentials this URL (403), or the service has no credentials for it (502: the upstream store
+# cannot be used as configured; the caller cannot fix that, the operator can).
 _STATUS: tuple[tuple[type[ReweighError], int], ...] = (
+    (BucketNotFoundError, 404),
+    (StoragePermissionError, 403),
+    (StorageCredentialsError, 502),
+    (StorageError, 502),
     (AuthenticationError, 401),
     (PathNotAllowedError, 403),
     (NotFoundError, 404),

@@ -31,7 +31,8 @@ from corpus import confine
 from corpus.export import EXPORT_RECORD, ExportConfig, ExportOptions, export_config, run_export
 from corpus.layout import EXPORTS_DIR
 from corpus.manifest import MANIFEST_NAME, load_manifest
-from scoring.errors import JobStateError, NotFoundError, ReweighError
+from corpus.storage import JobPath
+from scoring.errors import ConfigError, JobStateError, NotFoundError, ReweighError
 from service.jobs import Job, JobStore, describe_os_error
 from service.paths import scrub
 
@@ -77,14 +78,19 @@ class Export:
     record: dict[str, Any] | None
 
 
-def export_directory(output: Path, fmt: str) -> Path:
+def export_directory(output: JobPath, fmt: str) -> JobPath:
     return output / EXPORTS_DIR / fmt
 
 
-def export_config_for(output: Path, options: ExportOptions, teacher: str | None) -> ExportConfig:
+def export_config_for(output: JobPath, options: ExportOptions, teacher: str | None) -> ExportConfig:
     """The whole ExportConfig of `options` for the job writing `output` (ConfigError, a 422, on a bad
-    combination).
+    combination, or for a job written to an object store: exports read and write a local directory).
     Megatron tokenizes with the teacher's tokenizer: the one the scores were computed with."""
+    if not isinstance(output, Path):
+        raise ConfigError(
+            f"the job's output {str(output)!r} is in an object store; exports read and write a local job "
+            "directory: copy the job to a data root on disk and export it there"
+        )
     return export_config(
         **options.model_dump(),
         manifest=str(output / MANIFEST_NAME),

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corpus import confine
+from corpus import confine, storage
 from corpus.config import RewriteConfig
 from corpus.rewrite import RewriteProgress, RewriteResult, run_rewrite
+from corpus.storage import JobPath
 from scoring.config import PairSpec
 from scoring.errors import (
     EngineNotReadyError,
@@ -118,7 +119,7 @@ class Job:
     state: str
     request: dict[str, Any]
     config: RewriteConfig
-    output: Path
+    output: JobPath  # a local directory, or an object-store prefix under a URL data root
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -276,7 +277,7 @@ def _job(row: sqlite3.Row) -> Job:
         state=row["state"],
         request=json.loads(row["request"]),
         config=RewriteConfig.model_validate_json(row["config"]),
-        output=Path(row["output"]),
+        output=storage.job_path(row["output"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -305,13 +306,14 @@ class JobRunner:
         store: JobStore,
         engine: JobEngine,
         executor: JobExecutor = run_local,
-        roots: Sequence[Path] = (),
+        roots: Sequence[Path | str] = (),
         on_success: Callable[[Job], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.executor = executor
-        self.roots = list(roots)  # every file a job opens must stay under these (checked at open)
+        self.confinement = list(roots)  # every file a job opens must stay under these (checked at open)
+        self.roots = [r for r in roots if isinstance(r, Path)]  # local ones: cut from messages
         # Called once the job's output is complete, before the job is marked succeeded (so that a
         # restart in between calls it again): the service queues the job's exports there.
         self.on_success = on_success
@@ -384,7 +386,7 @@ class JobRunner:
             self.store.finish(job.id, "failed", scrub(error, self.roots) + phase)
 
         try:
-            with confine.confined_to(self.roots):
+            with confine.confined_to(self.confinement):
                 result = self.executor(job.config, self.engine, progress, self._cancel)
         except (JobCancelledError, EngineNotReadyError) as exc:
             if self._stopping.is_set():

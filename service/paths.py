@@ -6,6 +6,9 @@ that exists) to somewhere outside the root it names. Relative paths are taken re
 root. A path that the file system cannot use is refused (422) too: a component over the file
 system's name limit, a path over its length limit, a symlink loop, or a file where a directory must
 be. This is the submit-time check; corpus/confine.py checks again each time a job opens a file.
+
+A root may be an object-store prefix (s3://bucket/data): a URL is allowed when it lies under one, with
+no empty, `.` or `..` segment (a store has no symlinks to follow). A relative path is always local.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from corpus.confine import is_url_root, url_under
+from corpus.storage import JobPath, RemotePath, is_remote
 from scoring.errors import ConfigError, InputError, PathNotAllowedError
 
 
@@ -26,19 +31,32 @@ def scrub(text: str, roots: Sequence[Path]) -> str:
 
 
 class DataRoots:
-    def __init__(self, roots: Sequence[Path]) -> None:
+    def __init__(self, roots: Sequence[Path | str]) -> None:
+        local = [r for r in roots if not is_url_root(r)]
         # Roots are compared in resolved form, so a root that is itself a symlink still works.
-        self.roots = [Path(os.path.realpath(r)) for r in roots]
-        self._given = [Path(r) for r in roots]
+        self.roots = [Path(os.path.realpath(r)) for r in local]
+        self._given = [Path(r) for r in local]
+        self.url_roots = [str(r).rstrip("/") + "/" for r in roots if is_url_root(r)]
 
-    def resolve(self, raw: str, field: str) -> Path:
-        """The real path `raw` names, or PathNotAllowedError naming `field` and why."""
-        if not self.roots:
+    @property
+    def confinement(self) -> list[Path | str]:
+        """What a job runs confined to (corpus/confine.py): the local roots and the URL prefixes."""
+        return [*self.roots, *self.url_roots]
+
+    def resolve(self, raw: str, field: str) -> JobPath:
+        """The real path (or store URL) `raw` names, or PathNotAllowedError naming `field` and why."""
+        if not self.roots and not self.url_roots:
             raise PathNotAllowedError(
                 f"{field}: this service has no data roots configured (REWEIGH_DATA_ROOTS)"
             )
         if not raw or "\x00" in raw:
             raise ConfigError(f"{field}: {raw!r} is not a path")
+        if is_remote(raw):
+            if not url_under(raw, self.url_roots):
+                raise PathNotAllowedError(f"{field}: {raw!r} is outside the data roots")
+            return RemotePath(raw.rstrip("/"))
+        if not self.roots:
+            raise PathNotAllowedError(f"{field}: {raw!r} is a local path; this service's data roots are URLs")
         parts = PurePosixPath(raw.replace(os.sep, "/")).parts
         if ".." in parts:
             raise PathNotAllowedError(f"{field}: {raw!r} contains '..'")
@@ -59,6 +77,9 @@ class DataRoots:
 
     def relative(self, path: str) -> str:
         """`path` relative to the root it lies under (what clients may see); else its last name."""
+        for url_root in self.url_roots:
+            if path.startswith(url_root):
+                return path[len(url_root) :]
         p = Path(path)
         for root in self.roots:
             if p.is_relative_to(root):

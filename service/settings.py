@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corpus.config import RayOptions
+from corpus.confine import is_url_root, url_under
 from scoring.config import EngineConfig
 from scoring.errors import ConfigError
 from scoring.strict import describe_validation_error
@@ -30,6 +31,16 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _data_root(value: Any) -> Any:
+    """An object-store prefix (s3://bucket/data) stays text; anything else is a local directory."""
+    if isinstance(value, str):
+        return value.rstrip("/") if is_url_root(value) else Path(value)
+    return value
+
+
+DataRoot = Annotated[Path | str, BeforeValidator(_data_root)]
 
 
 class Settings(BaseSettings, EngineConfig):
@@ -57,8 +68,9 @@ class Settings(BaseSettings, EngineConfig):
     # A proxy directory (`reweigh distill`): POST /v1/scores?scorer=proxy answers from it.
     proxy: Path | None = Field(default=None, description="proxy scorer directory, served by ?scorer=proxy")
 
-    # Jobs read and write only below these directories. Relative job paths resolve against the first.
-    data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Jobs read and write only below these directories or object-store prefixes (s3://bucket/data).
+    # Relative job paths resolve against the first local one; URLs must lie under a URL root.
+    data_roots: Annotated[list[DataRoot], NoDecode] = Field(default_factory=list)
     jobs_db: Path = Field(default=Path("reweigh-state/jobs.sqlite"), description="SQLite job store")
     # Where jobs run: here, on this process's engine (HTTP scoring shares it), or on a Ray cluster
     # whose actors load the pair from the same model paths (REWEIGH_RAY__ADDRESS, ...__GPUS_PER_ACTOR).
@@ -116,7 +128,7 @@ class Settings(BaseSettings, EngineConfig):
                 )
             if not self.data_roots:
                 raise ConfigError("environment='production' needs data_roots (REWEIGH_DATA_ROOTS)")
-            missing = [str(r) for r in self.data_roots if not r.is_dir()]
+            missing = [str(r) for r in self.data_roots if isinstance(r, Path) and not r.is_dir()]
             if missing:
                 raise ConfigError(f"environment='production': data_roots {missing} are not directories")
         elif not keys and self.host not in _LOOPBACK:
@@ -126,7 +138,10 @@ class Settings(BaseSettings, EngineConfig):
                 "set REWEIGH_API_KEYS or listen on 127.0.0.1"
             )
         for root in self.data_roots:
-            if not root.is_absolute():
+            if isinstance(root, str):
+                if not url_under(root + "/x", [root + "/"]):
+                    raise ConfigError(f"data_roots: {root!r} has an empty, '.' or '..' segment")
+            elif not root.is_absolute():
                 raise ConfigError(f"data_roots: {str(root)!r} is not absolute")
         if self.batch_max_documents < self.max_documents_per_request:
             raise ConfigError(

@@ -13,7 +13,6 @@ this process, the Ray executor on workers. Ray is transport; the steps never kno
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from corpus import confine
-from corpus.fsutil import write_json_atomic
+from corpus import confine, storage
+from corpus.storage import JobPath
 from scoring.errors import JobCancelledError
 from scoring.protocols import ProgressFn, Scorer, ScorerSpec
 
@@ -54,7 +53,7 @@ class StepContext:
         scorer: Callable[[], Scorer] | None = None,
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
-        roots: tuple[Path, ...] | None = None,
+        roots: tuple[Path | str, ...] | None = None,
     ) -> None:
         self._scorer = scorer
         self._progress = progress
@@ -98,27 +97,28 @@ class Step(Protocol):
         ...
 
 
-def marker_path(out: Path, step: Step, rank: int) -> Path:
+def marker_path(out: JobPath, step: Step, rank: int) -> JobPath:
     return out / STEPS_DIR / step.name / f"{rank:05d}.json"
 
 
-def finished_result(out: Path, step: Step, rank: int) -> Result | None:
+def finished_result(out: JobPath, step: Step, rank: int) -> Result | None:
     path = marker_path(out, step, rank)
-    if not path.is_file():
+    if not storage.is_file(path):
         return None
-    result: Result = json.loads(path.read_text())
+    result: Result = storage.read_json(path)
     return result if step.reusable(result) else None
 
 
-def run_task(out: Path, step: Step, rank: int, ctx: StepContext) -> Result:
-    """Task `rank` of `step`: its recorded result, or run it and record the result (every file it
-    opens confined to `ctx.roots`, as in the process that handed it out)."""
+def run_task(out: JobPath, step: Step, rank: int, ctx: StepContext) -> Result:
+    """Task `rank` of `step`: its recorded result, or run it and record the result (after
+    everything the task wrote: on an object store too, a marker never precedes its files), every
+    file it opens confined to `ctx.roots`, as in the process that handed it out."""
     with confine.carried(ctx.roots):
         done = finished_result(out, step, rank)
         if done is not None:
             return done
         result = step.run(rank, ctx)
-        write_json_atomic(marker_path(out, step, rank), result)
+        storage.write_json(marker_path(out, step, rank), result)
         return result
 
 
@@ -132,7 +132,7 @@ class Executor(ABC):
     @abstractmethod
     def run(
         self,
-        out: Path,
+        out: JobPath,
         step: Step,
         *,
         progress: StepProgressFn | None = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 from corpus import confine
@@ -18,6 +17,7 @@ from corpus.executor.base import (
     progress_of,
     run_task,
 )
+from corpus.storage import JobPath
 from scoring.protocols import BuiltScorer, Scorer, ScorerSpec
 
 
@@ -37,7 +37,7 @@ class LocalExecutor(Executor):
 
     def run(
         self,
-        out: Path,
+        out: JobPath,
         step: Step,
         *,
         progress: StepProgressFn | None = None,

@@ -40,6 +40,7 @@ from corpus.executor.base import (
     progress_of,
     run_task,
 )
+from corpus.storage import JobPath
 from scoring.config import PairSpec
 from scoring.errors import ConfigError, JobCancelledError
 from scoring.protocols import Scorer, ScorerSpec
@@ -76,11 +77,11 @@ class ScorerWorker:
         fingerprint = self.scorer().fingerprint
         return fingerprint.digest, fingerprint.as_dict()
 
-    def run(self, out: Path, step: Step, rank: int, roots: tuple[Path, ...] | None) -> Result:
+    def run(self, out: JobPath, step: Step, rank: int, roots: tuple[Path | str, ...] | None) -> Result:
         return run_task(out, step, rank, StepContext(scorer=self.scorer, roots=roots))
 
 
-def _run_plain(out: Path, step: Step, rank: int, roots: tuple[Path, ...] | None) -> Result:
+def _run_plain(out: JobPath, step: Step, rank: int, roots: tuple[Path | str, ...] | None) -> Result:
     return run_task(out, step, rank, StepContext(roots=roots))
 
 
@@ -150,7 +151,7 @@ class RayExecutor(Executor):
 
     def run(
         self,
-        out: Path,
+        out: JobPath,
         step: Step,
         *,
         progress: StepProgressFn | None = None,

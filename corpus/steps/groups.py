@@ -11,17 +11,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from corpus import storage
 from corpus.executor.base import Result, StepContext
-from corpus.fsutil import write_parquet_atomic
 from corpus.groups import UNREADABLE, field_value, label_of
 from corpus.layout import chunk_name, groups_dir
 from corpus.readers import read_documents
 from corpus.scores import ShardScores
+from corpus.storage import JobPath
 from scoring.errors import InputError
 from scoring.protocols import ScorerSpec
 
@@ -30,7 +29,7 @@ GROUPS_SCHEMA = pa.schema([("group", pa.string())])
 
 @dataclass(frozen=True)
 class LabelGroups:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     shards: tuple[tuple[int, ShardScores], ...]  # the scored input shards, by input index
     field: str
@@ -63,7 +62,7 @@ class LabelGroups:
                     f"{path!r} has fewer rows than when it was scored: it changed during the job"
                 )
             counts.update(labels)
-            write_parquet_atomic(
+            storage.write_parquet(
                 groups_dir(self.out, self.field, index, path) / chunk_name(chunk),
                 pa.table({"group": pa.array(labels, pa.string())}),
             )
@@ -72,9 +71,9 @@ class LabelGroups:
         return {"input": index, "groups": dict(sorted(counts.items()))}
 
 
-def read_labels(out: Path, field: str, index: int, path: str, chunk: int) -> pa.Array:
+def read_labels(out: JobPath, field: str, index: int, path: str, chunk: int) -> pa.Array:
     return (
-        pq.read_table(groups_dir(out, field, index, path) / chunk_name(chunk))
+        storage.read_parquet(groups_dir(out, field, index, path) / chunk_name(chunk))
         .column("group")
         .combine_chunks()
     )

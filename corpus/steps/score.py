@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 from corpus.executor.base import Result, StepContext
 from corpus.layout import scores_dir
 from corpus.scores import ShardScores, score_shard
+from corpus.storage import JobPath
 from scoring.errors import InputError
 from scoring.protocols import ScorerSpec
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScoreInputs:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     scorer: ScorerSpec
     text_field: str

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from corpus.executor.base import Result, StepContext
 from corpus.layout import scores_dir
 from corpus.readers import read_documents
 from corpus.scores import ShardScores, read_chunk_scores
+from corpus.storage import JobPath
 from scoring.errors import InputError
 from scoring.protocols import ScorerSpec
 
@@ -37,7 +37,7 @@ _MASK64 = (1 << 64) - 1
 
 @dataclass(frozen=True)
 class ScorerReport:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     shards: tuple[tuple[int, ShardScores], ...]
     threshold: float | None  # the selection's (top-fraction: the lowest kept score)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,10 +30,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from corpus import storage
 from corpus.config import SelectionConfig
 from corpus.diagnostics import REGIONS, region_masks
 from corpus.executor.base import Result, StepContext
-from corpus.fsutil import write_bytes_atomic
 from corpus.layout import WORK_DIR, scores_dir
 from corpus.readers import status_kind
 from corpus.report import (
@@ -66,6 +65,7 @@ from corpus.select_distributed import (
 )
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
 from corpus.steps.select_memory import SELECTION_COLUMNS, hash_prefixes
+from corpus.storage import JobPath
 from scoring.protocols import ScorerSpec
 
 BLOCK_DOCS = 1 << 20  # documents per task: a block's arrays are ~100 MB on the worker
@@ -78,18 +78,21 @@ _COLUMNS = {"score": "score", "teacher": "teacher_logprob", "reference": "refere
 # ------------------------------------------------------------------------------------ files
 
 
-def work_dir(out: Path, name: str) -> Path:
+def work_dir(out: JobPath, name: str) -> JobPath:
     return out / WORK_DIR / name
 
 
-def save_array(path: Path, array: npt.NDArray[Any]) -> None:
+def save_array(path: JobPath, array: npt.NDArray[Any]) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
-    write_bytes_atomic(path, buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
 
 
-def load_array(path: Path, mmap: bool = False) -> npt.NDArray[Any]:
-    return np.load(path, mmap_mode="r" if mmap else None)
+def load_array(path: JobPath, mmap: bool = False) -> npt.NDArray[Any]:
+    # A store's object is read whole (no memory map over a network).
+    if isinstance(path, Path):
+        return np.load(path, mmap_mode="r" if mmap else None)
+    return np.load(io.BytesIO(storage.read_bytes(path)))
 
 
 @dataclass
@@ -98,7 +101,7 @@ class LoadedChunk:
     table: pa.Table  # the stored columns (row, text_bytes, status, ...)
 
 
-def load_chunk(out: Path, inputs: tuple[str, ...], index: int, chunk: int) -> LoadedChunk:
+def load_chunk(out: JobPath, inputs: tuple[str, ...], index: int, chunk: int) -> LoadedChunk:
     table = read_chunk_scores(scores_dir(out, index, inputs[index]), chunk, SELECTION_COLUMNS)
 
     def floats(name: str) -> npt.NDArray[np.float64]:  # nulls (not scored) -> NaN
@@ -120,13 +123,13 @@ def load_chunk(out: Path, inputs: tuple[str, ...], index: int, chunk: int) -> Lo
 
 @dataclass(frozen=True)
 class _BlockPass:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     blocks: tuple[Block, ...]
     selection: SelectionConfig
     partitions: int
     name: str
-    work: Path  # the selection's scratch files (work_dir)
+    work: JobPath  # the selection's scratch files (work_dir)
 
     @property
     def tasks(self) -> int:
@@ -183,7 +186,7 @@ class Scatter(_BlockPass):
                 for p, entries in enumerate(scatter_entries(c, eligible, g, self.partitions)):
                     parts[p].append(entries)
         if self.selection.drop_duplicates:
-            self.work.mkdir(parents=True, exist_ok=True)
+            storage.make_dir(self.work)
             for p, pieces in enumerate(parts):
                 save_array(self.work / f"p{p:04d}-b{rank:06d}.npy", np.concatenate(pieces))
         return {
@@ -255,13 +258,13 @@ class Histograms(_BlockPass):
         for i, (c_, u_) in enumerate(zip(counts, units, strict=True)):
             nz = np.flatnonzero(c_)
             rows.append(np.stack([np.full(len(nz), i, np.int64), nz.astype(np.int64), c_[nz], u_[nz]], axis=1))
-        self.work.mkdir(parents=True, exist_ok=True)
+        storage.make_dir(self.work)
         path = self.work / f"{self.name}-b{rank:06d}.npy"
         save_array(path, np.concatenate(rows) if rows else np.empty((0, 4), np.int64))
         return {"file": path.name}
 
 
-def merge_histograms(work: Path, probes: tuple[Probe, ...], results: list[Result]) -> dict[Probe, tuple[Any, Any]]:
+def merge_histograms(work: JobPath, probes: tuple[Probe, ...], results: list[Result]) -> dict[Probe, tuple[Any, Any]]:
     """Each probe's counts and units per digit, summed over the blocks' histogram files."""
     merged = {p: (np.zeros(1 << LEVEL_BITS[p[3]], np.int64), np.zeros(1 << LEVEL_BITS[p[3]], np.int64)) for p in probes}
     for result in results:
@@ -404,9 +407,9 @@ class Keep(_BlockPass):
 class Plots:
     """The two plots, from the merged figures; then the passes' work files go."""
 
-    out: Path
+    out: JobPath
     data: PlotData
-    work: Path
+    work: JobPath
     name: str
     tasks: int = 1
     scorer: ScorerSpec | None = None
@@ -416,7 +419,8 @@ class Plots:
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         write_plots(self.out, self.data)
-        shutil.rmtree(self.work, ignore_errors=True)
-        with contextlib.suppress(OSError):  # other selections' work may still be there
-            self.work.parent.rmdir()
+        storage.remove(self.work)
+        if isinstance(self.work, Path):
+            with contextlib.suppress(OSError):  # other selections' work may still be there
+                self.work.parent.rmdir()
         return {}

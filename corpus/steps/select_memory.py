@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +38,7 @@ from corpus.select_distributed import SAMPLE_SIZE, sample_bound, sample_key
 from corpus.select_distributed import positions as chunk_positions
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
 from corpus.steps.groups import read_labels
+from corpus.storage import JobPath
 from scoring.protocols import ScorerSpec
 
 SELECTION_COLUMNS = (
@@ -55,7 +55,7 @@ SELECTION_COLUMNS = (
 
 @dataclass(frozen=True)
 class SelectInMemory:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     shards: tuple[tuple[int, ShardScores], ...]  # the scored input shards, by input index
     selection: SelectionConfig
@@ -186,7 +186,7 @@ def scored_sample(ok: npt.NDArray[np.bool_], positions: npt.NDArray[np.int64], s
 
 
 def load_arrays(
-    out: Path, inputs: tuple[str, ...], shards: tuple[tuple[int, ShardScores], ...]
+    out: JobPath, inputs: tuple[str, ...], shards: tuple[tuple[int, ShardScores], ...]
 ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, int], list[tuple[tuple[int, int], tuple[int, int]]]]:
     """Stored scores of every scored chunk, concatenated in input and chunk order (plus `ok`), the
     count of documents not scored by reason kind, and each chunk's [lo, hi) in the arrays.
@@ -216,7 +216,7 @@ def load_arrays(
 
 
 def load_groups(
-    out: Path, inputs: tuple[str, ...], field: str, chunks: list[tuple[tuple[int, int], tuple[int, int]]]
+    out: JobPath, inputs: tuple[str, ...], field: str, chunks: list[tuple[tuple[int, int], tuple[int, int]]]
 ) -> npt.NDArray[np.str_]:
     """The group labels of every scored chunk (corpus/steps/groups.py), aligned with `load_arrays`."""
     labels = [read_labels(out, field, index, inputs[index], chunk) for (index, chunk), _ in chunks]

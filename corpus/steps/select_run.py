@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +49,7 @@ from corpus.steps.select import (
     work_dir,
 )
 from corpus.steps.select_soft import plan_soft
+from corpus.storage import JobPath
 
 
 def make_blocks(shards: tuple[tuple[int, ShardScores], ...], chunk_docs: int, block_docs: int) -> tuple[Block, ...]:
@@ -61,7 +61,7 @@ def make_blocks(shards: tuple[tuple[int, ShardScores], ...], chunk_docs: int, bl
 
 def run_selection(
     executor: Executor,
-    out: Path,
+    out: JobPath,
     inputs: tuple[str, ...],
     shards: tuple[tuple[int, ShardScores], ...],
     chunk_docs: int,

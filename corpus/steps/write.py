@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from corpus import storage
 from corpus.executor.base import Result, StepContext
-from corpus.fsutil import write_bytes_atomic
 from corpus.layout import output_shard_path
 from corpus.readers import read_documents
 from corpus.scores import schema_from_b64
 from corpus.selection_files import KeptChunk, read_kept
+from corpus.storage import JobPath
 from corpus.writers import (
     ADDED_COLUMNS,
     ShardCut,
@@ -37,7 +37,7 @@ from scoring.protocols import ScorerSpec
 
 @dataclass(frozen=True)
 class PlanShards:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     kept: tuple[KeptChunk, ...]
     shard_rows: int | None
@@ -60,7 +60,7 @@ class PlanShards:
 
 @dataclass(frozen=True)
 class WriteShards:
-    out: Path
+    out: JobPath
     inputs: tuple[str, ...]
     kept: tuple[KeptChunk, ...]
     cuts: tuple[ShardCut, ...]
@@ -90,7 +90,7 @@ class WriteShards:
         values = {name: np.concatenate(parts) for name, parts in added.items()}
         table = rows_to_table(rows, values, output_schema(schema_from_b64(self.fields)))
         data = parquet_bytes(table)
-        write_bytes_atomic(self.out / path, data)
+        storage.write_bytes(self.out / path, data)
         return describe_shard(path, data, values)
 
     def _kept_slices(self, cut: ShardCut) -> Iterator[tuple[int, pa.Table]]:

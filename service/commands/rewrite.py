@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -17,6 +18,7 @@ from corpus.diagnostics import describe
 from corpus.executor import Executor, LocalExecutor
 from corpus.rewrite import RewriteProgress, RewriteResult, run_rewrite
 from corpus.scorers import scorer_spec
+from corpus.storage import job_path
 from scoring.config import PairSpec, ScorerConfig
 from scoring.errors import ConfigError
 from scoring.protocols import ScorerSpec
@@ -135,7 +137,9 @@ class ProgressBars:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the models load
-    check_output_path(config.output, "--out", directory=True)
+    output = job_path(config.output)
+    if isinstance(output, Path):  # a store's bucket is checked when the job claims its prefix
+        check_output_path(output, "--out", directory=True)
     choice, pair = scorer_from_args(args, config)
     executor, pair = executor_from_args(args, pair)
     spec: ScorerSpec = scorer_spec(choice, config.selection, pair)

@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="DIR",
-        help="directory jobs may read and write (repeatable; REWEIGH_DATA_ROOTS)",
+        help="directory, or object-store prefix (s3://bucket/data), jobs may read and write "
+        "(repeatable; REWEIGH_DATA_ROOTS)",
     )
     p.add_argument("--jobs-db", default=None, metavar="PATH", help="SQLite job store (REWEIGH_JOBS_DB)")
     p.add_argument("--proxy", default=None, metavar="DIR",
@@ -63,7 +64,9 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if "data_roots" in given:
         from pathlib import Path
 
-        given["data_roots"] = [str(Path(p).resolve()) for p in given["data_roots"]]
+        from corpus.confine import is_url_root
+
+        given["data_roots"] = [p if is_url_root(p) else str(Path(p).resolve()) for p in given["data_roots"]]
     return given
 
 

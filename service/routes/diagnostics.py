@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from corpus import confine, storage
 from corpus.report import REPORT_NAME
 from scoring.errors import JobStateError, NotFoundError
 from service.deps import RuntimeDep
@@ -27,9 +28,10 @@ def get_diagnostics(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     if job.state != "succeeded":
         raise JobStateError(f"job {job_id} is {job.state}; its diagnostics exist once it has succeeded")
     path = job.output / REPORT_NAME
-    if not path.is_file():
-        raise NotFoundError(f"the report of job {job_id} is gone from its output directory")
-    report = json.loads(path.read_text())
+    with confine.confined_to(runtime.roots.confinement):  # the job's output may be a store prefix
+        if not storage.is_file(path):
+            raise NotFoundError(f"the report of job {job_id} is gone from its output directory")
+        report = json.loads(storage.read_bytes(path))
     if "diagnostics" not in report:
         raise NotFoundError(f"the report of job {job_id} predates pair diagnostics; rerun it with --overwrite")
     return {"job_id": job_id, **report["diagnostics"]}

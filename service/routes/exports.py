@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
+from corpus.storage import JobPath
 from scoring.errors import JobStateError
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
@@ -22,7 +23,7 @@ from service.settings import SettingsDep
 router = APIRouter(prefix="/v1", tags=["exports"])
 
 
-def export_view(export: Export, output: Path, roots: DataRoots) -> ExportView:
+def export_view(export: Export, output: JobPath, roots: DataRoots) -> ExportView:
     record = export.record
     if record is not None:  # clients see paths relative to the data roots, never the server's
         record = json.loads(roots.scrub(json.dumps(record, ensure_ascii=False)))

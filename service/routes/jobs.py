@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from corpus import storage
 from corpus.readers import detect_format
+from corpus.storage import JobPath
 from scoring.errors import ConfigError, InputError, JobStateError
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
@@ -77,9 +80,9 @@ def create_job(
             raise InputError(
                 f"inputs[{i}]: {body.inputs[i]!r} is not a readable corpus: {runtime.roots.scrub(str(exc))}"
             ) from None
-        if path == output or path.is_relative_to(output):
+        if _inside(path, output):
             raise InputError(f"inputs[{i}]: {body.inputs[i]!r} lies inside the output directory")
-    if output.exists() and not output.is_dir():
+    if storage.is_file(output) or (isinstance(output, Path) and output.exists() and not output.is_dir()):
         raise InputError(f"output: {body.output!r} exists and is not a directory")
     config = body.rewrite_config([str(p) for p in inputs], str(output))
     for i, options in enumerate(body.exports):  # a bad combination is a 422 now, not a failure later
@@ -94,6 +97,12 @@ def create_job(
     runtime.runner.notify()
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_view(request, job, runtime)
+
+
+def _inside(path: JobPath, directory: JobPath) -> bool:
+    if isinstance(path, Path) and isinstance(directory, Path):
+        return path == directory or path.is_relative_to(directory)
+    return (str(path).rstrip("/") + "/").startswith(str(directory).rstrip("/") + "/")
 
 
 @router.get("/jobs", response_model=JobList, summary="list jobs, newest first", responses=_ERRORS)

@@ -7,17 +7,19 @@ Paths in a served manifest are relative to the data roots: clients never see ser
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from corpus import confine
+from corpus import confine, storage
 from corpus.layout import SHARDS_DIR
 from corpus.manifest import MANIFEST_NAME, Manifest, load_manifest
+from corpus.storage import JobPath, RemotePath
 from scoring.errors import InputError, JobStateError, NotFoundError
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
@@ -36,7 +38,7 @@ _ERRORS = error_responses(
 ShardName = Annotated[str, PathParam(min_length=1, max_length=255)]
 
 
-def _finished_manifest(runtime: Runtime, job_id: str, principal: Principal) -> tuple[Manifest, Path]:
+def _finished_manifest(runtime: Runtime, job_id: str, principal: Principal) -> tuple[Manifest, JobPath]:
     job = runtime.store.get(job_id, principal)
     if job.state == "superseded":
         raise JobSupersededError(
@@ -44,6 +46,11 @@ def _finished_manifest(runtime: Runtime, job_id: str, principal: Principal) -> t
         )
     if job.state != "succeeded":
         raise JobStateError(f"job {job_id} is {job.state}; its manifest exists once it has succeeded")
+    if not isinstance(job.output, Path):  # a store prefix: no symlinks, the URL roots still apply
+        with confine.confined_to(runtime.roots.confinement):
+            if not storage.is_file(job.output / MANIFEST_NAME):
+                raise NotFoundError(f"the manifest of job {job_id} is gone from its output prefix")
+            return load_manifest(job.output / MANIFEST_NAME), job.output
     # Confined at use: the output directory may have been swapped for a symlink since the job ran.
     path = confine.check(job.output / MANIFEST_NAME, runtime.roots.roots)
     if not path.is_file():
@@ -126,14 +133,34 @@ _SHARD_ROUTE = dict(
 # HEAD too (size and ETag without the bytes), as its own operation in the OpenAPI document.
 @router.get(**_SHARD_ROUTE, summary="one output shard (parquet); supports HTTP Range")  # type: ignore[arg-type]
 @router.head(**_SHARD_ROUTE, name="head_shard", summary="a shard's headers (size, ETag)")  # type: ignore[arg-type]
-def get_shard(job_id: JobId, name: ShardName, runtime: RuntimeDep, principal: PrincipalDep) -> FileResponse:
+def get_shard(job_id: JobId, name: ShardName, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     manifest, output = _finished_manifest(runtime, job_id, principal)
     # Only a shard the manifest lists is served: the name is looked up, never joined onto a path.
     listed = {Path(s.path).name: s for s in manifest.shards if Path(s.path).parent == Path(SHARDS_DIR)}
     entry = listed.get(name)
     if entry is None:
         raise NotFoundError(f"job {job_id} has no shard {name!r}")
+    if not isinstance(output, Path):
+        return _store_shard(runtime, output / entry.path, entry.bytes, name)
     path = confine.check(output / entry.path, runtime.roots.roots)
     if not path.is_file():
         raise NotFoundError(f"shard {name!r} of job {job_id} is gone from its output directory")
     return _ShardResponse(path, media_type="application/vnd.apache.parquet", filename=name)
+
+
+def _store_shard(runtime: Runtime, location: RemotePath, size: int, name: str) -> Response:
+    """A shard of a job written to an object store, streamed through (whole: no Range here; a reader
+    with the store's credentials can read it from the store directly)."""
+    with confine.confined_to(runtime.roots.confinement):
+        source = storage.open_read(location)
+
+    def chunks() -> Iterator[bytes]:
+        with source:
+            while chunk := source.read(1 << 20):
+                yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/vnd.apache.parquet",
+        headers={"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -18,9 +18,10 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
-from corpus import confine
+from corpus import confine, storage
 from corpus.manifest import MANIFEST_NAME, load_manifest
 from corpus.report import HISTOGRAM_NAME, REPORT_NAME, SCATTER_NAME
+from corpus.storage import JobPath
 from scoring.errors import AuthenticationError, NotFoundError
 from service.auth import bearer_scheme, require_api_key
 from service.deps import RuntimeDep
@@ -99,13 +100,16 @@ def progress_view(job: Job, now: float) -> dict[str, Any]:
     return view
 
 
-def source_shares(output: Path) -> list[tuple[str, int, float]]:
+def source_shares(output: JobPath) -> list[tuple[str, int, float]]:
     """(source, documents with repeats, share of the epoch) from the shards' `source` field (top
-    level, or inside `meta`); empty when the documents carry no source."""
-    manifest = load_manifest(confine.check(output / MANIFEST_NAME))
+    level, or inside `meta`); empty when the documents carry no source. Local files are checked
+    against the active confinement here; a store's URLs by corpus/storage.py."""
+    manifest_path = output / MANIFEST_NAME
+    manifest = load_manifest(confine.check(manifest_path) if isinstance(manifest_path, Path) else manifest_path)
     counts: dict[str, int] = {}
     for shard in manifest.shards:
-        parquet = pq.ParquetFile(confine.parquet_source(output / shard.path))
+        path = output / shard.path
+        parquet = pq.ParquetFile(confine.parquet_source(path) if isinstance(path, Path) else storage.open_read(path))
         names = parquet.schema_arrow.names
         column = "source" if "source" in names else "meta" if "meta" in names else None
         if column is None:
@@ -154,27 +158,31 @@ def job_page(job_id: str, request: Request, runtime: RuntimeDep, principal: UiPr
     }
     context["refresh"] = context["refresh"] or any(e.state in ("queued", "running") for e in context["exports"])
     report_path = job.output / REPORT_NAME
-    if job.state == "succeeded" and report_path.is_file():
-        # What the job wrote, read as a job reads: a file swapped for a symlink out of the roots is refused.
-        with confine.confined_to(runtime.roots.roots), confine.open_read(report_path) as fh:
-            report = json.loads(fh.read())
-        context["report"] = report
-        # The selection-quality diagnostics, where the report carries them (older reports do not).
-        context["diagnostics"] = report.get("pair_diagnostics") or report.get("diagnostics")
-        context["plots"] = [name for name in PLOTS if (job.output / name).is_file()]
-        with confine.confined_to(runtime.roots.roots):
+    # What the job wrote, read as a job reads: a file swapped for a symlink out of the roots is refused
+    # (the output may also be an object-store prefix under a URL root).
+    with confine.confined_to(runtime.roots.confinement):
+        if job.state == "succeeded" and storage.is_file(report_path):
+            with storage.open_read(report_path) as fh:
+                report = json.loads(fh.read())
+            context["report"] = report
+            # The selection-quality diagnostics, where the report carries them (older reports do not).
+            context["diagnostics"] = report.get("pair_diagnostics") or report.get("diagnostics")
+            context["plots"] = [name for name in PLOTS if storage.is_file(job.output / name)]
             context["sources"] = source_shares(job.output)
     return templates.TemplateResponse(request, "job.html", context)
 
 
 @router.get("/jobs/{job_id}/plots/{name}", name="job_plot")
-def job_plot(job_id: str, name: str, runtime: RuntimeDep, principal: UiPrincipal) -> FileResponse:
+def job_plot(job_id: str, name: str, runtime: RuntimeDep, principal: UiPrincipal) -> Response:
     if name not in PLOTS:  # looked up, never joined onto a path from the request
         raise NotFoundError(f"no plot {name!r}")
     path = runtime.store.get(job_id, principal).output / name
-    if not path.is_file():
-        raise NotFoundError(f"job {job_id} has no {name}")
-    return FileResponse(confine.check(path, runtime.roots.roots), media_type="image/png")
+    with confine.confined_to(runtime.roots.confinement):
+        if not storage.is_file(path):
+            raise NotFoundError(f"job {job_id} has no {name}")
+        if isinstance(path, Path):
+            return FileResponse(confine.check(path, runtime.roots.roots), media_type="image/png")
+        return Response(storage.read_bytes(path), media_type="image/png")
 
 
 @router.get("/static/style.css", name="ui_style")

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-import corpus.executor.base
 import corpus.fsutil
 import corpus.rewrite
 import corpus.scores
 import corpus.steps.select
 import corpus.steps.write
+import corpus.storage
 from corpus.config import RewriteConfig
 from corpus.rewrite import run_rewrite
 from scoring.protocols import BuiltScorer
@@ -58,7 +58,7 @@ def _child(config: RewriteConfig, kill_at: tuple[str, str, int] | None, slow: bo
         module = {
             "scores": corpus.scores,
             "rewrite": corpus.rewrite,
-            "markers": corpus.executor.base,
+            "storage": corpus.storage,
             "select": corpus.steps.select,
             "write": corpus.steps.write,
             "os": os,
@@ -111,11 +111,11 @@ def test_sigkill_at_every_phase_then_resume_is_byte_identical(
     kill_points = [
         ("scores", "score_chunk", 3),  # mid-scoring, between chunks
         ("os", "replace", 4),  # a chunk written to its temporary name, not yet renamed
-        ("markers", "write_json_atomic", 2),  # an input scored, its completion marker not written
+        ("storage", "write_json", 3),  # after job.json and one marker: an input scored, its marker not written
         ("select", "save_array", 1),  # dedup candidates scattered, nothing else of the selection
         ("select", "write_kept", 2),  # a block's first selection file written, not its marker
         ("select", "write_plots", 1),  # every selection file written, plots and marker not
-        ("write", "write_bytes_atomic", 3),  # two output shards written
+        ("write", "parquet_bytes", 3),  # two output shards written
         ("os", "replace", 2),  # an output shard in its temporary file
         ("rewrite", "write_manifest", 1),  # everything but the manifest
     ]

@@ -1,0 +1,103 @@
+"""A real S3 HTTP API on loopback for the object-store tests: moto's standalone server (moto[server])
+in a child process, reached by s3fs/botocore through the usual environment variables
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), exactly as a user's job reaches a real store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an instance-metadata credentials lookup
+}
+
+
+class MotoServer:
+    """`python -m moto.server` on a free loopback port; `env` goes to the server process (e.g.
+    INITIAL_NO_AUTH_ACTION_COUNT, which makes it enforce IAM after that many requests)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def fresh_fs(**kwargs: Any) -> Any:
+    """An s3fs filesystem built now, from the environment as it is now (fsspec caches instances,
+    and with them the credentials they found)."""
+    import fsspec
+
+    fsspec.filesystem("s3").clear_instance_cache()
+    return fsspec.filesystem("s3", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    pytest.importorskip("moto.server", reason="needs moto[server] (the dev extra)")
+    server = MotoServer()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**ENV, "AWS_ENDPOINT_URL": server.url}.items():
+            mp.setenv(key, value)
+        yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server: MotoServer) -> str:
+    """A new, empty bucket: its name."""
+    name = f"reweigh-{uuid.uuid4().hex[:12]}"
+    fresh_fs().mkdir(name)
+    return name
+
+
+def upload_dir(local: Path, url: str) -> None:
+    fs = fresh_fs()
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(
+                f"{url.removeprefix('s3://')}/{path.relative_to(local).as_posix()}", path.read_bytes()
+            )
+
+
+def remote_tree(url: str) -> dict[str, bytes]:
+    """Every object under `url` (relative key -> bytes)."""
+    fs = fresh_fs()
+    prefix = url.removeprefix("s3://").rstrip("/") + "/"
+    return {key[len(prefix) :]: fs.cat_file(key) for key in sorted(fs.find(prefix))}
