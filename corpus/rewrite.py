@@ -33,7 +33,7 @@ from corpus.config import RewriteConfig
 from corpus.executor.base import Executor, Result, StepProgress, StepProgressFn
 from corpus.executor.local import LocalExecutor
 from corpus.fsutil import dumps_json
-from corpus.layout import JOB_FILE, OWNED
+from corpus.layout import JOB_FILE, OWNED, WORK_DIR
 from corpus.manifest import (
     MANIFEST_NAME,
     InputEntry,
@@ -172,6 +172,8 @@ class _Job:
         write_report(self.out, report)
         manifest = build_manifest(fingerprint, formats, self.inputs, shards, skipped, written, fields)
         write_manifest(self.out, manifest)  # last: it is what marks the job finished
+        # The selection passes' work files are kept until here: a rerun after a kill merges them again.
+        storage.remove(self.out / WORK_DIR)
         self.phases["reporting"] = time.perf_counter() - t0
         t = manifest.totals
         self.emit(RewriteProgress("done", t.documents_out, t.tokens_out, len(written), len(written)))
@@ -245,6 +247,7 @@ class _Job:
             # A job that skipped inputs is not finished for on_error="fail": it retries them (and fails).
             if not (manifest.skipped_inputs and self.config.on_error == "fail"):
                 report = storage.read_json(self.out / REPORT_NAME)
+                storage.remove(self.out / WORK_DIR)  # left by a kill between the manifest and their removal
                 return RewriteResult(self.out, manifest, report, already_done=True)
         storage.remove_stale_tmp(self.out)
         return None

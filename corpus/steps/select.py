@@ -17,7 +17,6 @@ bracket, a bounded sample, and one entry per kept chunk.
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections import Counter
 from collections.abc import Iterator
@@ -405,11 +404,11 @@ class Keep(_BlockPass):
 
 @dataclass(frozen=True)
 class Plots:
-    """The two plots, from the merged figures; then the passes' work files go."""
+    """The two plots, from the merged figures. The passes' work files stay until the manifest is
+    written (corpus/rewrite.py): a job killed after this step merges their histograms again on rerun."""
 
     out: JobPath
     data: PlotData
-    work: JobPath
     name: str
     tasks: int = 1
     scorer: ScorerSpec | None = None
@@ -419,8 +418,4 @@ class Plots:
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         write_plots(self.out, self.data)
-        storage.remove(self.work)
-        if isinstance(self.work, Path):
-            with contextlib.suppress(OSError):  # other selections' work may still be there
-                self.work.parent.rmdir()
         return {}

@@ -148,7 +148,7 @@ def run_selection(
     )
     report, plots = _figures(scattered, kept_results, scored, values, medians, score_range)
     report["selection"] = {**selection.record(), "seed": seed, "soft_scale": scale}
-    run(None, "plots", step=Plots(out, plots, work_dir(out, name), name=f"{name}-plots"))
+    run(None, "plots", step=Plots(out, plots, name=f"{name}-plots"))
     return {"kept": [k for r in kept_results for k in r["kept"]], "report": report}
 
 
