@@ -23,6 +23,7 @@ import os
 import sys
 
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic for --synthetic
 
 import argparse
 import json
@@ -152,7 +153,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     if args.synthetic:
-        from scoring.synthetic import build_tokenizer, save_random_llama
+        from tests.synthetic import build_tokenizer, save_random_llama
 
         tok = build_tokenizer()
         teacher = save_random_llama(args.work / "synthetic" / "teacher", tok, hidden_size=64, num_layers=2, seed=1)
