@@ -146,7 +146,11 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--band", type=float, nargs="+", default=[0.2, 0.3])
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".proxy-work", help="score cache, timing, proxy")
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "proxy.md")
+    parser.add_argument(
+        "--results", type=Path, default=None,
+        help="default bench/results/proxy.md; with --synthetic, WORK/proxy-synthetic.md (a plumbing check must "
+        "not replace the measured figures)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.threads:
@@ -252,6 +256,8 @@ def write_results(args: argparse.Namespace, timing: dict[str, float], pair_dps: 
     lines += [f"- {src}: {n} documents, pair keeps {a}, proxy keeps {b}" for src, (n, a, b) in per_source.items()]
     lines += ["", "Cascade on the held-out split at every band (from `reweigh distill`'s report): alpha, band -> sent, agreement", ""]
     lines += [f"- {c['alpha']} {c['band']}: {c['sent_to_pair']:.1%}, {c['top_overlap']:.1%}" for c in r["cascade"]]
+    if args.results is None:
+        args.results = args.work / "proxy-synthetic.md" if args.synthetic else ROOT / "bench" / "results" / "proxy.md"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text("\n".join(lines) + "\n")
     print(f"written to {args.results}")
