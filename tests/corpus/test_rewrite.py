@@ -70,6 +70,7 @@ def test_end_to_end(tmp_path: Path, inputs: list[str]) -> None:
     assert report["documents"]["dropped_by_reason"] == {"not_ok": 2, "not_selected": 140}
     for png in ("score_histogram.png", "logprob_scatter.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "work").exists()  # the selection passes' scratch goes once the manifest is written
     phases = [e.phase for e in events]
     assert phases[0] == "scoring" and phases[-1] == "done" and "writing" in phases
     assert events[-1].shards_done == events[-1].shards_total == len(m.shards)
