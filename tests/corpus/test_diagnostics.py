@@ -11,7 +11,10 @@ import numpy.typing as npt
 import pytest
 
 from corpus.diagnostics import describe, pair_diagnostics, rank_correlation
-from corpus.groups import MISSING, read_groups
+from corpus.executor.base import StepContext
+from corpus.groups import MISSING
+from corpus.scores import ShardScores
+from corpus.steps.groups import LabelGroups, read_labels
 
 N = 400
 RNG = np.random.default_rng(0)
@@ -160,12 +163,15 @@ def test_rank_correlation_handles_ties_and_constants() -> None:
     assert rank_correlation(np.array([1.0, 2.0]), np.array([5.0, 5.0])) is None
 
 
-def test_read_groups_labels_every_scored_row(tmp_path: Path) -> None:
+def test_labels_step_labels_every_row(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     rows = [{"text": "a", "source": "x"}, {"text": "b"}, {"text": "c", "source": 3}, {"text": "d", "source": "y"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    labels = read_groups([str(path)], np.zeros(3, np.int64), np.array([3, 0, 1]), "source", "text", "id")
-    assert labels.tolist() == ["y", "x", MISSING]
+    shard = ShardScores(input=str(path), format="jsonl", rows=4, chunks=2, ok=4, tokens=0, fields="")
+    step = LabelGroups(tmp_path / "out", (str(path),), ((0, shard),), "source", "text", "id", chunk_docs=3)
+    assert step.run(0, StepContext()) == {"input": 0, "groups": {"3": 1, MISSING: 1, "x": 1, "y": 1}}
+    labels = [read_labels(tmp_path / "out", "source", 0, str(path), chunk).to_pylist() for chunk in (0, 1)]
+    assert labels == [["x", MISSING, "3"], ["y"]]
 
 
 def test_pair_that_agrees_only_within_groups_points_to_stratifying() -> None:
