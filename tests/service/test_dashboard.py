@@ -57,6 +57,7 @@ def submit(server: LiveServer, data: Path, name: str, n: int) -> str:
 
 def test_dashboard_in_chromium(browser, tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     data = tmp_path / "data"
     data.mkdir()
@@ -91,7 +92,8 @@ def test_dashboard_in_chromium(browser, tiny_pair: tuple[Path, Path], tmp_path: 
         browser.get(f"{server.url}/ui/login")
         browser.find_element(By.ID, "key").send_keys(KEY)
         browser.find_element(By.ID, "sign-in").click()
-        assert browser.current_url.rstrip("/").endswith("/ui")
+        # click() returns before the login's redirect has loaded: wait for it (a timeout fails the test).
+        WebDriverWait(browser, 30).until(lambda b: b.current_url.rstrip("/").endswith("/ui"))
         states = {
             row.get_attribute("id"): row.find_element(By.CLASS_NAME, "state").text
             for row in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
