@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from scoring.errors import ConfigError
 from scoring.strict import StrictModel
@@ -113,15 +113,31 @@ class ScorerConfig(StrictModel):
         default=None, min_length=1, max_length=4096,
         description="proxy:DIR: the proxy everywhere, the pair only where the proxy score is near the selection threshold",
     )
-    band: float = Field(
-        default=0.3, ge=0.0, le=1.0,
-        description="cascade: share of documents around the threshold (by the proxy's held-out scores) sent to the pair",
+    band: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = Field(
+        default=0.3,
+        description="cascade: share of documents around the threshold (by the proxy's held-out scores) sent to the "
+        "pair, or auto: the least band whose cascade reaches --agreement on the proxy's calibration split",
+    )
+    agreement: float = Field(
+        default=0.97, gt=0.0, le=1.0,
+        description="cascade with band=auto: the top-ratio agreement with a pair-only run to reach",
     )
     audit_documents: int = Field(
         default=100, ge=0, le=1_000_000,
         description="cascade: documents outside the band also scored by the pair (seeded sample), to report "
         "how often it would have decided otherwise; 0: no audit",
     )
+
+    @field_validator("band", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: Any) -> Any:
+        # One message for both forms (and a flag's text becomes a number here, not in argparse).
+        if isinstance(value, str) and value != "auto":
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a share in [0, 1] or auto") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ScorerConfig:
@@ -132,10 +148,17 @@ class ScorerConfig(StrictModel):
             if self.scorer != "pair":
                 raise ConfigError(f"scorer={self.scorer!r} and cascade={self.cascade!r} exclude each other: give one")
         else:
-            for name in ("band", "audit_documents"):
+            for name in ("band", "agreement", "audit_documents"):
                 if name in self.model_fields_set:
                     raise ConfigError(f"{name}={getattr(self, name)!r} applies to a cascade only (cascade=proxy:DIR)")
+        if "agreement" in self.model_fields_set and self.band != "auto":
+            raise ConfigError(f"agreement={self.agreement} applies to band='auto' only (band={self.band} was given)")
         return self
+
+    @property
+    def auto_agreement(self) -> float | None:
+        """The level band=auto must reach; None when the band is given."""
+        return self.agreement if self.band == "auto" else None
 
     @property
     def kind(self) -> Literal["pair", "proxy", "cascade"]:

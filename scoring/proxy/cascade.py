@@ -7,6 +7,10 @@ says where its top-alpha threshold lies and which scores surround it: the band h
 scored inside it go to the pair, whose score replaces the proxy's; the others keep the proxy's
 calibrated score, which is on the pair's scale, so one global selection ranks them all together.
 
+`band="auto"` with an `agreement` level picks the band when the cascade is built: the least band
+whose cascade reaches that top-alpha agreement with the pair on the proxy's calibration split
+(scoring/proxy/train.py `auto_band` states the rule).
+
 The band is fixed when the cascade is built (from the proxy directory, alpha and band), so a
 document's cascade score depends on that document alone: a rerun, a resumed job or another
 chunking gives the same decision per document, and where the pair ran the number is the pair's.
@@ -20,12 +24,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from scoring.errors import ConfigError
 from scoring.protocols import ProgressFn, Scorer, ScorerSpec
 from scoring.proxy.model import ProxyScorer, ProxySpec
-from scoring.proxy.train import band_limits
+from scoring.proxy.train import auto_band, band_limits
 from scoring.types import DocScore
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ class CascadeFingerprint:
     band: float
     low: float
     high: float
+    agreement: float | None = None  # the level asked of band="auto" (None: the band was given)
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,7 +54,7 @@ class CascadeFingerprint:
         def finite(x: float) -> float | None:
             return x if abs(x) != float("inf") else None
 
-        return {
+        body = {
             "scorer": "cascade",
             "proxy": self.proxy,
             "pair": self.pair,
@@ -57,6 +62,9 @@ class CascadeFingerprint:
             "band": self.band,
             "proxy_band": [finite(self.low), finite(self.high)],
         }
+        if self.agreement is not None:
+            body["band_auto_agreement"] = self.agreement
+        return body
 
     def as_dict(self) -> dict[str, Any]:
         return {**self._body(), "digest": self.digest}
@@ -73,14 +81,21 @@ class CascadeStats:
 
 
 class CascadeScorer:
-    """`CascadeScorer(proxy, pair, alpha=0.5, band=0.3).score(texts)`.
+    """`CascadeScorer(proxy, pair, alpha=0.5, band=0.3).score(texts)`, or `band="auto", agreement=0.97`.
 
     Proxy-scored documents carry `teacher_logprob = reference_logprob = None`; pair-scored ones
     carry the pair's DocScore unchanged. `stats.pair_share` is the share that needed the pair.
     """
 
-    def __init__(self, proxy: ProxyScorer, pair: Scorer, *, alpha: float, band: float) -> None:
+    def __init__(
+        self, proxy: ProxyScorer, pair: Scorer, *, alpha: float, band: float | Literal["auto"], agreement: float | None = None
+    ) -> None:
         self.proxy, self.pair = proxy, pair
+        check_band(band, agreement)
+        if band == "auto":
+            assert agreement is not None  # check_band
+            band = auto_band(proxy.model, alpha, agreement)
+            log.info("band=auto: band %.2f reaches agreement %.3f at alpha %.3f on the calibration split", band, agreement, alpha)
         self.low, self.high = band_limits(proxy.model, alpha, band)
         self.alpha, self.band = alpha, band
         trained_on = (proxy.fingerprint.pair or {}).get("digest")
@@ -96,6 +111,7 @@ class CascadeScorer:
             band=band,
             low=self.low,
             high=self.high,
+            agreement=agreement,
         )
         self.stats = CascadeStats()
         self._lock = threading.Lock()
@@ -122,21 +138,34 @@ class CascadeScorer:
             close()
 
 
+def check_band(band: float | Literal["auto"], agreement: float | None) -> None:
+    if band == "auto":
+        if agreement is None or not 0.0 < agreement <= 1.0:
+            raise ConfigError(f"band='auto' needs agreement in (0, 1] (got agreement={agreement})")
+    else:
+        if not 0.0 <= band <= 1.0:
+            raise ConfigError(f"band={band} must be in [0, 1]")
+        if agreement is not None:
+            raise ConfigError(f"agreement={agreement} applies to band='auto' only (band={band} was given)")
+
+
 @dataclass(frozen=True)
 class CascadeSpec:
-    """A picklable recipe: the proxy directory, a spec of the pair, alpha and band."""
+    """A picklable recipe: the proxy directory, a spec of the pair, alpha, and band (or "auto" + agreement)."""
 
     proxy: ProxySpec
     pair: ScorerSpec
     alpha: float
-    band: float
+    band: float | Literal["auto"]
+    agreement: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"alpha={self.alpha} must be in (0, 1) for a cascade")
-        if not 0.0 <= self.band <= 1.0:
-            raise ConfigError(f"band={self.band} must be in [0, 1]")
+        check_band(self.band, self.agreement)
 
     def build(self) -> CascadeScorer:
-        return CascadeScorer(self.proxy.build(), self.pair.build(), alpha=self.alpha, band=self.band)
+        return CascadeScorer(
+            self.proxy.build(), self.pair.build(), alpha=self.alpha, band=self.band, agreement=self.agreement
+        )
 

@@ -46,6 +46,7 @@ CARD_NAME = "proxy.json"
 WEIGHTS_NAME = "weights.safetensors"
 TOKENIZER_DIR = "tokenizer"
 AGREEMENT_NAME = "agreement.json"
+CALIBRATION_PROXY, CALIBRATION_PAIR = "calibration_proxy", "calibration_pair"
 
 Floats = npt.NDArray[np.float64]
 
@@ -121,6 +122,10 @@ class ProxyModel:
     # distribution on documents it was not fitted on (the cascade's band comes from it).
     score_quantiles: tuple[float, ...]
     card: dict[str, Any]
+    # The calibration split (`--band auto` reads it): per training document, its calibrated
+    # out-of-fold proxy score and the pair's score. None in directories from before it was kept.
+    calibration_proxy: Floats | None = None
+    calibration_pair: Floats | None = None
 
     def raw_scores(self, texts: Sequence[str], ids_per_doc: Sequence[Sequence[int]]) -> Floats:
         return predict(self.family, texts, ids_per_doc, self.vocab_size, self.hash_bits, self.coef, self.intercept)
@@ -133,7 +138,10 @@ class ProxyModel:
     def save(self, directory: Path, tokenizer: PreTrainedTokenizerBase) -> None:
         """Writes the model files into `directory` (the caller publishes it atomically)."""
         nonzero = np.flatnonzero(self.coef)
-        save_file({"index": nonzero.astype(np.int64), "value": self.coef[nonzero]}, str(directory / WEIGHTS_NAME))
+        tensors = {"index": nonzero.astype(np.int64), "value": self.coef[nonzero]}
+        if self.calibration_proxy is not None and self.calibration_pair is not None:
+            tensors |= {CALIBRATION_PROXY: self.calibration_proxy, CALIBRATION_PAIR: self.calibration_pair}
+        save_file(tensors, str(directory / WEIGHTS_NAME))
         tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         card = {
             **self.card,
@@ -170,6 +178,8 @@ class ProxyModel:
             calibration=Calibration(tuple(cal["raw"]), tuple(cal["calibrated"])),
             score_quantiles=tuple(card["score_quantiles"]),
             card={k: v for k, v in card.items() if k not in known},
+            calibration_proxy=tensors.get(CALIBRATION_PROXY),
+            calibration_pair=tensors.get(CALIBRATION_PAIR),
         )
 
 

@@ -200,6 +200,8 @@ def distill(
         calibration=calibration,
         score_quantiles=tuple(np.quantile(oof_calibrated, levels).tolist()),
         card=card,
+        calibration_proxy=oof_calibrated,
+        calibration_pair=target[train],
     )
 
     # Publish: write aside, load back the scorer exactly as users will, measure, then rename.
@@ -250,6 +252,45 @@ def band_limits(model: ProxyModel, alpha: float, band: float) -> tuple[float, fl
     return float(low), float(high)
 
 
+# The bands `auto_band` chooses among: every hundredth, so the choice is a short, exact list.
+AUTO_BANDS = tuple(round(b / 100, 2) for b in range(101))
+AUTO_LEVELS = (0.9, 0.95, 0.97)
+
+
+def calibration_agreement(model: ProxyModel, alpha: float, band: float) -> tuple[float, float]:
+    """(share sent to the pair, top-alpha agreement with the pair) of a cascade on the calibration split."""
+    if model.calibration_proxy is None or model.calibration_pair is None:
+        raise ConfigError("this proxy directory keeps no calibration split (distilled by an older reweigh): "
+                          "distil it again to use band=auto, or give a band")
+    low, high = band_limits(model, alpha, band)
+    mixed, in_band = cascade_scores(model.calibration_proxy, model.calibration_pair, low, high)
+    return float(in_band.mean()), top_overlap(mixed, model.calibration_pair, alpha)
+
+
+def auto_band(model: ProxyModel, alpha: float, agreement: float) -> float:
+    """The least band from which on every band of AUTO_BANDS reaches `agreement` on the calibration split.
+
+    The calibration split is the training side's out-of-fold predictions: each document scored by a
+    model fitted without it, so its errors are those of unseen documents (slightly larger than the
+    final model's, which learnt from all of them: the estimate errs on the safe side). Asking every
+    larger band to reach the level too keeps a lucky dip in a noisy curve from being chosen.
+    Deterministic: a pure function of the stored split, alpha and the level.
+    """
+    if not 0.0 < agreement <= 1.0:
+        raise ConfigError(f"agreement={agreement} must be in (0, 1]")
+    reached = [calibration_agreement(model, alpha, b)[1] >= agreement for b in AUTO_BANDS]
+    if not reached[-1]:
+        best = max(calibration_agreement(model, alpha, b)[1] for b in AUTO_BANDS)
+        raise ConfigError(
+            f"agreement={agreement} is not reached at alpha={alpha} by any band on the proxy's calibration split "
+            f"(best {best:.3f}): ask for less, or score with the pair"
+        )
+    first = len(reached)
+    while first > 0 and reached[first - 1]:
+        first -= 1
+    return AUTO_BANDS[first]
+
+
 def heldout_report(
     model: ProxyModel, proxy: npt.NDArray[np.float64], pair: npt.NDArray[np.float64], teacher: npt.NDArray[np.float64]
 ) -> dict[str, Any]:
@@ -266,6 +307,25 @@ def heldout_report(
                 "top_overlap": top_overlap(mixed, pair, alpha),
             })
     report["cascade"] = cascade
+    auto: list[dict[str, Any]] = []
+    for alpha in ALPHAS:
+        for level in AUTO_LEVELS:
+            try:
+                band = auto_band(model, alpha, level)
+            except ConfigError:
+                auto.append({"alpha": alpha, "agreement": level, "band": None})
+                continue
+            low, high = band_limits(model, alpha, band)
+            mixed, in_band = cascade_scores(proxy, pair, low, high)
+            auto.append({
+                "alpha": alpha,
+                "agreement": level,
+                "band": band,
+                "calibration_sent_to_pair": calibration_agreement(model, alpha, band)[0],
+                "sent_to_pair": float(in_band.mean()),
+                "top_overlap": top_overlap(mixed, pair, alpha),
+            })
+    report["cascade_auto"] = auto
     return report
 
 
@@ -286,4 +346,11 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for row in report["cascade"]:
         lines.append(f"  {row['alpha']:.1f} {row['band']:.1f} -> {row['sent_to_pair']:6.1%}, {row['top_overlap']:6.1%}")
+    lines.append("band=auto (chosen on the calibration split, measured held out): alpha, asked agreement -> band, sent, agreement")
+    for row in report.get("cascade_auto", []):
+        if row["band"] is None:
+            lines.append(f"  {row['alpha']:.1f} {row['agreement']:.2f} -> not reachable on the calibration split")
+        else:
+            lines.append(f"  {row['alpha']:.1f} {row['agreement']:.2f} -> band {row['band']:.2f}, "
+                         f"{row['sent_to_pair']:6.1%}, {row['top_overlap']:6.1%}")
     return "\n".join(lines)

@@ -54,7 +54,10 @@ def model_kwargs(args: argparse.Namespace, names: Iterable[str], *, prefix: str 
 def _scalar_type(field: FieldInfo) -> tuple[type, list[Any] | None]:
     annotation = field.annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(kinds) > 1:  # e.g. a number or "auto": the text goes to the model, which decides
+            return str, None
+        annotation = kinds[0]
     if typing.get_origin(annotation) is typing.Annotated:  # constraints are the model's to check
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) is Literal:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scoring.proxy import ProxyScorer
+from scoring.proxy.train import auto_band
 from service.cli import main
 from tests.scoring.test_proxy import zebra_sample
 
@@ -165,6 +166,17 @@ def test_rewrite_with_the_cascade(tiny_pair, scored, proxy_dir: Path, tmp_path: 
     assert audit["estimated_selection_agreement"] == pytest.approx(max(0.0, 1 - max(false_keeps, false_drops) / kept))
 
 
+def test_rewrite_with_band_auto(tiny_pair, scored, proxy_dir: Path, tmp_path: Path) -> None:
+    texts, _ = scored
+    out = tmp_path / "auto"
+    argv = ["rewrite", *_pair_args(tiny_pair), "--cascade", f"proxy:{proxy_dir}", "--band", "auto", "--agreement", "0.9",
+            "--audit-documents", "0", "--out", str(out), "--ratio", "0.5", str(texts)]
+    assert main(argv) == 0
+    engine = json.loads((out / "manifest.json").read_text())["fingerprint"]["engine"]
+    assert engine["band_auto_agreement"] == 0.9
+    assert engine["band"] == auto_band(ProxyScorer.load(proxy_dir).model, 0.5, 0.9)
+
+
 def test_the_audit_sample_is_seeded_and_bounded(tiny_pair, scored, proxy_dir: Path, tmp_path: Path) -> None:
     texts, _ = scored
     audits = []
@@ -189,6 +201,8 @@ def test_the_audit_sample_is_seeded_and_bounded(tiny_pair, scored, proxy_dir: Pa
         (("--scorer", "proxy:{p}", "--cascade", "proxy:{p}"), "exclude each other"),
         (("--scorer", "nonsense"), "--scorer='nonsense': expected proxy:DIR"),
         (("--band", "0.2"), "--band=0.2 applies to a cascade only"),
+        (("--cascade", "proxy:{p}", "--agreement", "0.9"), "--agreement=0.9 applies to --band='auto' only"),
+        (("--cascade", "proxy:{p}", "--band", "wide"), "--band='wide'"),
         (("--cascade", "proxy:/nowhere"), "'/nowhere' is not a proxy directory"),
     ],
 )

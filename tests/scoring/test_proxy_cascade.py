@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from scoring.config import PairSpec
 from scoring.errors import ConfigError
 from scoring.proxy import CascadeScorer, CascadeSpec, ProxyScorer, ProxySpec, Sample, distill
 from scoring.proxy.agreement import top_overlap
+from scoring.proxy.model import Calibration, ProxyModel
+from scoring.proxy.train import auto_band, calibration_agreement
 from scoring.types import DocScore
 from tests.scoring.test_proxy import CONFIG, zebra_sample
 
@@ -139,3 +141,51 @@ def test_with_a_real_pair_matches_pair_only_where_the_pair_ran(tiny_pair, tmp_pa
         # Batched with other documents than in the pair-only run: equal up to fp32 summation order.
         assert results[i].score == pytest.approx(pair_only[i].score, abs=1e-5)
         assert results[i].n_tokens == pair_only[i].n_tokens
+
+
+def _hand_model(proxy: list[float], pair: list[float]) -> ProxyModel:
+    """A proxy whose calibration split is given by hand (band_limits reads its quantiles)."""
+    p = np.asarray(proxy, dtype=np.float64)
+    return ProxyModel(
+        family="tokens", vocab_size=1, hash_bits=8, coef=np.zeros(1 + 2**8), intercept=0.0,
+        calibration=Calibration((0.0, 1.0), (0.0, 1.0)),
+        score_quantiles=tuple(np.quantile(p, np.linspace(0.0, 1.0, 1001)).tolist()), card={},
+        calibration_proxy=p, calibration_pair=np.asarray(pair, dtype=np.float64),
+    )
+
+
+def test_auto_band_is_the_least_band_reaching_the_level_by_hand() -> None:
+    # Proxy ranks 0..9; the pair swaps documents 4 and 5 across the median, so at alpha 0.5 the proxy
+    # alone agrees on 4 of 5. The band must hold proxy scores 4 and 5: Q(0.5 -/+ b/2) = 9 (0.5 -/+ b/2)
+    # reaches them from b = 1/9 on, i.e. 0.12 on the grid of hundredths.
+    pair = [0, 1, 2, 3, 5, 4, 6, 7, 8, 9]
+    model = _hand_model(list(range(10)), pair)
+    assert calibration_agreement(model, 0.5, 0.11) == (0.0, 0.8)
+    assert calibration_agreement(model, 0.5, 0.12) == (0.2, 1.0)
+    assert auto_band(model, 0.5, 1.0) == 0.12
+    assert auto_band(model, 0.5, 0.8) == 0.0  # the proxy alone reaches it
+    # Not reachable: the two documents the pair ranks best are the proxy's worst, below any band at
+    # alpha 0.3 (band 1 covers quantiles 0.2..1), and they keep scores that rank them out.
+    reversed_model = _hand_model(list(range(10)), [100.0 - i for i in range(10)])
+    with pytest.raises(ConfigError, match=r"agreement=0\.97 is not reached at alpha=0\.3"):
+        auto_band(reversed_model, 0.3, 0.97)
+    with pytest.raises(ConfigError, match="no calibration split"):
+        auto_band(replace(model, calibration_proxy=None), 0.5, 0.9)
+
+
+def test_auto_band_cascade_fixes_its_band_and_names_the_level(zebra_cascade_proxy) -> None:
+    proxy_dir, texts = zebra_cascade_proxy
+    proxy = ProxyScorer.load(proxy_dir)
+    assert proxy.model.calibration_proxy is not None  # distil keeps the split; it survives save/load
+    band = auto_band(proxy.model, 0.5, 0.95)
+    spec = CascadeSpec(ProxySpec(str(proxy_dir)), _ZebraSpec(), alpha=0.5, band="auto", agreement=0.95)
+    first, second = spec.build(), spec.build()
+    assert first.band == band and calibration_agreement(proxy.model, 0.5, band)[1] >= 0.95
+    body = first.fingerprint.as_dict()
+    assert body["band"] == band and body["band_auto_agreement"] == 0.95
+    assert "band_auto_agreement" not in CascadeSpec(ProxySpec(str(proxy_dir)), _ZebraSpec(), 0.5, band).build().fingerprint.as_dict()
+    assert repr(first.score(texts)) == repr(second.score(texts))
+    with pytest.raises(ConfigError, match="band='auto' needs agreement"):
+        CascadeSpec(ProxySpec(str(proxy_dir)), _ZebraSpec(), alpha=0.5, band="auto")
+    with pytest.raises(ConfigError, match=r"agreement=0\.9 applies to band='auto' only"):
+        CascadeSpec(ProxySpec(str(proxy_dir)), _ZebraSpec(), alpha=0.5, band=0.3, agreement=0.9)
