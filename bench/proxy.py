@@ -3,6 +3,7 @@
     .venv/bin/python bench/proxy.py                          # the demo pair under $REWEIGH_HOME (built by `reweigh demo`)
     .venv/bin/python bench/proxy.py --teacher T --reference R --corpus a.jsonl.zst ...
     .venv/bin/python bench/proxy.py --synthetic --docs 200   # tiny random pair: checks the plumbing only
+    .venv/bin/python bench/proxy.py --variants --cached-only # every proxy variant on the pair scores cached so far
 
 1. Documents (the committed 1,200, plus the full corpus's when it is built and --full is given, plus
    --noise-per-kind noisy documents of each kind in embedded/noise.py) are cut to their first
@@ -15,6 +16,8 @@
    documents: share sent to the pair, top-alpha agreement with pair-only selection.
 
 Prints every figure with the CPU model and flags, and writes them to bench/results/proxy.md.
+With --variants, steps 3-5 are replaced by one `distill` per entry of VARIANTS on the same sample
+and split (table in bench/results/proxy-variants.md).
 """
 
 from __future__ import annotations
@@ -43,8 +46,23 @@ from scoring.models import cpu_has_native_bf16
 from scoring.proxy import CascadeScorer, DistillConfig, ProxyScorer, Sample, distill
 from scoring.proxy.agreement import top_mask, top_overlap
 from scoring.proxy.train import format_report
+from scoring.types import content_hash
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# name -> DistillConfig fields; each is distilled on the same documents and split.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "tokens, score target (session 3's proxy)": {"families": ("tokens",)},
+    "tokens, rank target": {"families": ("tokens",), "target": "rank"},
+    "tokens+stats, score target": {"families": ("tokens+stats",)},
+    "tokens+stats, rank target": {"families": ("tokens+stats",), "target": "rank"},
+    "chars, score target": {"families": ("chars",)},
+    "tokens+chars, score target": {"families": ("tokens+chars",)},
+    "tokens+chars+stats, rank target": {"families": ("tokens+chars+stats",), "target": "rank"},
+    "tokens+stats, rank target, wider ridge grid": {
+        "families": ("tokens+stats",), "target": "rank", "ridge_alphas": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    },
+}
 
 
 def cpu_description() -> str:
@@ -143,6 +161,8 @@ def main() -> None:
                         help="stop giving the pair new documents after this long; use those scored (a loaded machine)")
     parser.add_argument("--holdout", type=float, default=0.25)
     parser.add_argument("--families", nargs="+", default=None, help="feature families to choose from (default: all)")
+    parser.add_argument("--variants", action="store_true", help="distil every entry of VARIANTS, compare them")
+    parser.add_argument("--cached-only", action="store_true", help="only the documents the pair has already scored")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--band", type=float, nargs="+", default=[0.2, 0.3])
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".proxy-work", help="score cache, timing, proxy")
@@ -180,6 +200,12 @@ def main() -> None:
     print(f"machine: {cpu_description()}; torch threads {torch.get_num_threads()}")
     print(f"{len(texts)} documents from {', '.join(p.name for p in files)}, each cut to {args.max_tokens} tokens")
 
+    if args.cached_only:
+        assert engine.cache is not None
+        known = engine.cache.get_many(engine.fingerprint.digest, [content_hash(t) for t in texts])
+        rows = [(t, src) for t, src in zip(texts, sources, strict=True) if content_hash(t) in known]
+        texts, sources = [t for t, _ in rows], [src for _, src in rows]
+        print(f"--cached-only: {len(texts)} documents the pair has scored")
     scored, timing = score_with_pair(engine, texts, args.work, args.chunk, args.pair_budget)
     texts, sources = texts[: len(scored)], sources[: len(scored)]
     pair_dps = timing["documents"] / timing["seconds"] if timing["seconds"] else float("nan")
@@ -192,6 +218,9 @@ def main() -> None:
         np.array([s.teacher_logprob if s.ok else np.nan for s in scored]),
         [s.status for s in scored],
     )
+    if args.variants:
+        run_variants(args, sample, engine, texts, pair_dps)
+        return
     proxy_dir = args.work / ("proxy" if not args.families else "proxy-" + "-".join(args.families))
     families = {"families": tuple(args.families)} if args.families else {}
     result = distill(sample, engine.tokenizer, proxy_dir, DistillConfig(holdout=args.holdout, **families),
@@ -199,12 +228,7 @@ def main() -> None:
     print(format_report(result.report))
 
     proxy = ProxyScorer.load(proxy_dir)
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        proxy.score(texts)
-        best = min(best, time.perf_counter() - t0)
-    proxy_dps = len(texts) / best
+    proxy_dps = proxy_speed(proxy, texts)
     print(f"proxy: {proxy_dps:,.0f} documents/s on all {len(texts)} documents (best of 3) = {proxy_dps / pair_dps:,.0f}x the pair")
 
     held = result.heldout
@@ -227,6 +251,53 @@ def main() -> None:
         m = np.array([sources[i] == src for i in held])
         per_source[src] = (int(m.sum()), int(kept_pair[m].sum()), int(kept_proxy[m].sum()))
     write_results(args, timing, pair_dps, proxy_dps, r, cascade_rows, per_source, len(texts))
+
+
+def proxy_speed(proxy: ProxyScorer, texts: list[str]) -> float:
+    """Documents/s of the loaded proxy on `texts`, best of 3."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        proxy.score(texts)
+        best = min(best, time.perf_counter() - t0)
+    return len(texts) / best
+
+
+def run_variants(args: argparse.Namespace, sample: Sample, engine: ScoringEngine, texts: list[str], pair_dps: float) -> None:
+    rows = []
+    for name, fields in VARIANTS.items():
+        out = args.work / "variants" / "-".join(name.replace(",", "").replace("'", "").split())
+        result = distill(sample, engine.tokenizer, out, DistillConfig(holdout=args.holdout, **fields),
+                         pair_fingerprint=engine.fingerprint.as_dict())
+        r = result.report
+        speed = proxy_speed(ProxyScorer.load(out), texts)
+        band = next(c for c in r["cascade"] if c["alpha"] == args.alpha and c["band"] == 0.3)
+        auto = next(c for c in r["cascade_auto"] if c["alpha"] == args.alpha and c["agreement"] == 0.97)
+        auto_text = "not reachable" if auto["band"] is None else (
+            f"band {auto['band']:.2f}: {auto['sent_to_pair']:.1%} sent, {auto['top_overlap']:.1%}")
+        rows.append(
+            f"| {name} | {r['chosen']['family']}, {r['chosen']['ridge_alpha']:g} | {r['train_seconds']:.0f} s | "
+            f"{speed:,.0f} ({speed / pair_dps:,.0f}x) | {r['spearman']:.3f} | {r['top_overlap']['0.5']:.1%} | "
+            f"{band['sent_to_pair']:.1%} sent, {band['top_overlap']:.1%} | {auto_text} |"
+        )
+        print(rows[-1], flush=True)
+    lines = [
+        "# Proxy variants (`bench/proxy.py --variants`)",
+        "",
+        f"Machine: {cpu_description()}; torch threads {torch.get_num_threads()}. {time.strftime('%Y-%m-%d')}. "
+        "Shared, loaded machine *(loaded)*: speeds move with the load.",
+        f"{len(texts)} documents scored by the demo pair, each cut to {args.max_tokens} tokens; the same "
+        f"{len(result.heldout)} held out for every variant. Pair: {pair_dps:.2f} documents/s.",
+        "",
+        f"| variant | chosen family, ridge alpha | training | proxy docs/s | held-out Spearman | top-50% overlap "
+        f"| cascade alpha {args.alpha} band 0.3 | cascade band=auto, agreement 0.97 |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    results = args.results or ROOT / "bench" / "results" / "proxy-variants.md"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("\n".join(lines) + "\n")
+    print(f"written to {results}")
 
 
 def write_results(args: argparse.Namespace, timing: dict[str, float], pair_dps: float, proxy_dps: float,

@@ -9,12 +9,19 @@ Two families, both stateless so that a proxy is its coefficients plus these para
   directly; bigrams are hashed into `2**hash_bits` columns after it.
 - `chars`: scikit-learn's HashingVectorizer over character n-grams inside word boundaries,
   L1-normalised: tokenizer-independent, and sensitive to spelling damage and random characters.
+- `stats`: a few dense numbers per document (`STATS`): its length in tokens, characters per token,
+  the shares of letters, digits, spaces, capitals and other characters, and how repetitive its
+  tokens and token bigrams are. They describe the document as a whole, which a sum of per-token
+  contributions cannot: a difference score moves with length and with repetition (a repeated
+  passage is easy for both models).
+
+A family is blocks joined by "+", in the order of FAMILIES (cheapest first).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, pairwise
 from typing import Literal
 
 import numpy as np
@@ -22,8 +29,13 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 
-Family = Literal["tokens", "chars", "tokens+chars"]
-FAMILIES: tuple[Family, ...] = ("tokens", "chars", "tokens+chars")
+Family = Literal["tokens", "tokens+stats", "chars", "tokens+chars", "tokens+chars+stats"]
+# Cheapest first: distill prefers the earliest family within its tolerance of the best.
+FAMILIES: tuple[Family, ...] = ("tokens", "tokens+stats", "chars", "tokens+chars", "tokens+chars+stats")
+STATS = (
+    "log_tokens", "chars_per_token", "letters", "digits", "spaces", "capitals", "other_chars",
+    "distinct_tokens", "distinct_bigrams",
+)
 
 # Fibonacci hashing of a 64-bit bigram key (golden-ratio multiplier, keep the top bits): one
 # vectorised multiply, stable across platforms and numpy versions.
@@ -81,6 +93,34 @@ def char_vectorizer(hash_bits: int) -> HashingVectorizer:
     )
 
 
+def stats_features(texts: Sequence[str], ids_per_doc: Sequence[Sequence[int]]) -> npt.NDArray[np.float64]:
+    """One row of STATS per document (a document without tokens: zeros)."""
+    out = np.zeros((len(texts), len(STATS)), dtype=np.float64)
+    for i, (text, ids) in enumerate(zip(texts, ids_per_doc, strict=True)):
+        n, chars = len(ids), max(len(text), 1)
+        if not n:
+            continue
+        letters = sum(c.isalpha() for c in text)
+        digits = sum(c.isdigit() for c in text)
+        spaces = sum(c.isspace() for c in text)
+        capitals = sum(c.isupper() for c in text)
+        bigrams = len(set(pairwise(ids))) / (n - 1) if n > 1 else 1.0
+        out[i] = (
+            np.log1p(n), len(text) / n, letters / chars, digits / chars, spaces / chars, capitals / chars,
+            1.0 - (letters + digits + spaces) / chars, len(set(ids)) / n, bigrams,
+        )
+    return out
+
+
+def _blocks(family: Family) -> list[str]:
+    return family.split("+")
+
+
+def _widths(family: Family, vocab_size: int, hash_bits: int) -> list[tuple[str, int]]:
+    width = {"tokens": vocab_size + (1 << hash_bits), "chars": 1 << hash_bits, "stats": len(STATS)}
+    return [(block, width[block]) for block in _blocks(family)]
+
+
 def build_features(
     family: Family,
     texts: Sequence[str],
@@ -89,22 +129,20 @@ def build_features(
     hash_bits: int,
 ) -> sp.csr_matrix:
     blocks: list[sp.spmatrix] = []
-    if family in ("tokens", "tokens+chars"):
-        blocks.append(token_features(ids_per_doc, vocab_size, hash_bits))
-    if family in ("chars", "tokens+chars"):
-        blocks.append(char_vectorizer(hash_bits).transform(list(texts)))
+    for block, _ in _widths(family, vocab_size, hash_bits):
+        if block == "tokens":
+            blocks.append(token_features(ids_per_doc, vocab_size, hash_bits))
+        elif block == "chars":
+            blocks.append(char_vectorizer(hash_bits).transform(list(texts)))
+        else:
+            blocks.append(sp.csr_matrix(stats_features(texts, ids_per_doc)))
     if len(blocks) == 1:
         return sp.csr_matrix(blocks[0])
     return sp.csr_matrix(sp.hstack(blocks, format="csr"))
 
 
 def feature_count(family: Family, vocab_size: int, hash_bits: int) -> int:
-    n = 0
-    if family in ("tokens", "tokens+chars"):
-        n += vocab_size + (1 << hash_bits)
-    if family in ("chars", "tokens+chars"):
-        n += 1 << hash_bits
-    return n
+    return sum(width for _, width in _widths(family, vocab_size, hash_bits))
 
 
 def predict(
@@ -119,10 +157,13 @@ def predict(
     """build_features(...) @ coef + intercept, the fast way for each block."""
     out = np.full(len(texts), intercept, dtype=np.float64)
     start = 0
-    if family in ("tokens", "tokens+chars"):
-        width = vocab_size + (1 << hash_bits)
-        out += token_dot(ids_per_doc, vocab_size, hash_bits, coef[:width])
-        start = width
-    if family in ("chars", "tokens+chars"):
-        out += np.asarray(char_vectorizer(hash_bits).transform(list(texts)) @ coef[start:], dtype=np.float64)
+    for block, width in _widths(family, vocab_size, hash_bits):
+        part = coef[start : start + width]
+        if block == "tokens":
+            out += token_dot(ids_per_doc, vocab_size, hash_bits, part)
+        elif block == "chars":
+            out += np.asarray(char_vectorizer(hash_bits).transform(list(texts)) @ part, dtype=np.float64)
+        else:
+            out += stats_features(texts, ids_per_doc) @ part
+        start += width
     return out

@@ -30,11 +30,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
+from scipy.stats import norm, rankdata
 from sklearn.linear_model import Ridge
 from transformers import PreTrainedTokenizerBase
 
@@ -62,6 +63,11 @@ class DistillConfig(StrictModel):
     min_documents: int = Field(default=20, ge=4)
     # A cheaper family within this much out-of-fold Spearman of the best is preferred (0: the best wins).
     spearman_tolerance: float = Field(default=0.005, ge=0.0, le=1.0)
+    # What the ridge fits: the pair's score, or its rank as a normal score (rank r of n -> the
+    # normal quantile at (r - 0.5) / n): selection uses ranks only, and a few extreme scores (noise)
+    # then pull the squared loss no harder than any other document. The calibration maps either
+    # back onto the pair's scale.
+    target: Literal["score", "rank"] = "score"
 
     @model_validator(mode="after")
     def _check(self) -> DistillConfig:
@@ -117,11 +123,15 @@ def _usable(sample: Sample) -> tuple[npt.NDArray[np.int64], list[str], dict[str,
     return np.asarray(keep, dtype=np.int64), hashes, dict(sorted(left_out.items()))
 
 
-def _fit(features: Any, target: npt.NDArray[np.float64], alpha: float) -> tuple[npt.NDArray[np.float64], float]:
+def _fit(
+    features: Any, target: npt.NDArray[np.float64], alpha: float, kind: Literal["score", "rank"]
+) -> tuple[npt.NDArray[np.float64], float]:
     """Ridge on the columns that occur (hashed spaces are mostly empty, and the solver's cost grows
     with the column count); the others keep a zero coefficient."""
     used = np.unique(features.indices)
     model = Ridge(alpha=alpha, solver="lsqr", tol=1e-6, max_iter=5000)
+    if kind == "rank":
+        target = norm.ppf((rankdata(target, method="average") - 0.5) / len(target))
     model.fit(features[:, used], target)
     coef = np.zeros(features.shape[1], dtype=np.float64)
     coef[used] = model.coef_
@@ -164,7 +174,7 @@ def distill(
             oof = np.empty(len(train), dtype=np.float64)
             for k in range(config.folds):
                 inside = train_fold == k
-                coef, intercept = _fit(train_x[~inside], train_y[~inside], alpha)
+                coef, intercept = _fit(train_x[~inside], train_y[~inside], alpha, config.target)
                 oof[inside] = np.asarray(train_x[inside] @ coef) + intercept
             rho = agreement_report(oof, train_y, teacher[train], alphas=(0.5,))
             candidates.append({"family": family, "ridge_alpha": alpha, "oof_spearman": rho["spearman"],
@@ -175,7 +185,7 @@ def distill(
 
     # 4. The winner on the whole training side; calibration and band distribution from its out-of-fold scores.
     features = build_features(family, texts, ids_per_doc, vocab_size, config.hash_bits)
-    coef, intercept = _fit(features[train], target[train], alpha)
+    coef, intercept = _fit(features[train], target[train], alpha, config.target)
     calibration = Calibration.fit(oof, target[train])
     oof_calibrated = calibration(oof)
     levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
