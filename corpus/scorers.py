@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from corpus.config import SelectionConfig
-from scoring.config import PairSpec, ScorerConfig
+from scoring.config import ScorerConfig
 from scoring.errors import ConfigError, InputError
 from scoring.protocols import ScorerSpec
 
 
-def scorer_spec(choice: ScorerConfig, selection: SelectionConfig, pair: PairSpec | None) -> ScorerSpec:
-    """The spec the job's workers build. `pair` is needed unless the proxy scores alone."""
+def scorer_spec(choice: ScorerConfig, selection: SelectionConfig, pair: ScorerSpec | None) -> ScorerSpec:
+    """The spec the job's workers build. `pair` (a PairSpec, or the service's engine in a BuiltScorer) is
+    needed unless the proxy scores alone."""
     # Here, not at import: the proxy pulls in transformers and scikit-learn, which a pair job never needs.
     from scoring.proxy.cascade import CascadeSpec
     from scoring.proxy.model import CARD_NAME, ProxySpec

@@ -32,10 +32,12 @@ from typing import Any
 from corpus import confine, storage
 from corpus.config import RewriteConfig
 from corpus.rewrite import RewriteProgress, RewriteResult, run_rewrite
+from corpus.scorers import scorer_spec
 from corpus.storage import JobPath
-from scoring.config import PairSpec
+from scoring.config import PROXY_PREFIX, PairSpec, ScorerConfig
 from scoring.errors import (
     EngineNotReadyError,
+    InputError,
     JobCancelledError,
     JobConflictError,
     JobStateError,
@@ -45,7 +47,7 @@ from scoring.errors import (
 from scoring.protocols import BuiltScorer
 from service.batcher import JobEngine
 from service.keys import Principal
-from service.paths import scrub
+from service.paths import DataRoots, scrub
 from service.settings import Settings
 from service.sqlstore import SqliteStore
 
@@ -75,20 +77,44 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
 """
 
-# (config, engine, progress, cancel) -> result: `run_local`, or the Ray executor chosen by `job_executor`.
+# (config, scorer, engine, progress, cancel) -> result: `run_local`, or the Ray executor chosen by
+# `job_executor`. The scorer choice has its proxy directory resolved (`resolve_scorer`).
 JobExecutor = Callable[
-    [RewriteConfig, JobEngine, Callable[[RewriteProgress], None], threading.Event], RewriteResult
+    [RewriteConfig, ScorerConfig, JobEngine, Callable[[RewriteProgress], None], threading.Event], RewriteResult
 ]
+
+
+def resolve_scorer(choice: ScorerConfig, roots: DataRoots, field: str = "scorer") -> ScorerConfig:
+    """`choice` with its proxy directory (if any) confined to the data roots and checked to be one:
+    at submission (a bad one is a 4xx naming it) and again when the job runs (it may have moved)."""
+    directory = choice.proxy_directory
+    if directory is None:
+        return choice
+    from scoring.proxy.model import CARD_NAME  # here: a pair-only service never imports the proxy's libraries
+    option = "cascade" if choice.kind == "cascade" else "scorer"
+    name = f"{field}.{option}"
+    path = roots.resolve(directory, name)
+    if not isinstance(path, Path):
+        raise InputError(f"{name}: {directory!r} is in an object store; a proxy directory must be local")
+    if not (path / CARD_NAME).is_file():
+        raise InputError(f"{name}: {directory!r} is not a proxy directory (no {CARD_NAME}; make one with `reweigh distill`)")
+    return ScorerConfig(**{**choice.model_dump(exclude_unset=True), option: PROXY_PREFIX + str(path)})
+
+
+def audit_documents(choice: ScorerConfig) -> int:
+    return choice.audit_documents if choice.kind == "cascade" else 0
 
 
 def run_local(
     config: RewriteConfig,
+    scorer: ScorerConfig,
     engine: JobEngine,
     progress: Callable[[RewriteProgress], None],
     cancel: threading.Event,
 ) -> RewriteResult:
-    """On this process's engine, queued behind HTTP scoring (service/batcher.py)."""
-    return run_rewrite(config, BuiltScorer(engine), progress=progress, cancel=cancel)
+    """On this process's engine, queued behind HTTP scoring (service/batcher.py); a proxy is loaded per job."""
+    spec = scorer_spec(scorer, config.selection, BuiltScorer(engine))
+    return run_rewrite(config, spec, progress=progress, cancel=cancel, audit_documents=audit_documents(scorer))
 
 
 def job_executor(settings: Settings) -> JobExecutor:
@@ -105,11 +131,19 @@ def job_executor(settings: Settings) -> JobExecutor:
     executors: list[RayExecutor] = []
 
     def execute(
-        config: RewriteConfig, _engine: JobEngine, progress: Callable[[RewriteProgress], None], cancel: threading.Event
+        config: RewriteConfig,
+        scorer: ScorerConfig,
+        _engine: JobEngine,
+        progress: Callable[[RewriteProgress], None],
+        cancel: threading.Event,
     ) -> RewriteResult:
         if not executors:
             executors.append(RayExecutor(settings.ray, keep_connection=True))
-        return run_rewrite(config, pair, executor=executors[0], progress=progress, cancel=cancel)
+        spec = scorer_spec(scorer, config.selection, pair)
+        return run_rewrite(
+            config, spec, executor=executors[0], progress=progress, cancel=cancel,
+            audit_documents=audit_documents(scorer),
+        )
 
     return execute
 
@@ -366,7 +400,8 @@ class JobRunner:
 
         try:
             with confine.confined_to(self.confinement):
-                result = self.executor(job.config, self.engine, progress, self._cancel)
+                scorer = resolve_scorer(ScorerConfig(**job.request.get("scorer", {})), DataRoots(self.confinement))
+                result = self.executor(job.config, scorer, self.engine, progress, self._cancel)
         except (JobCancelledError, EngineNotReadyError) as exc:
             if self._stopping.is_set():
                 # Shutdown, not the user's cancel: leave it to resume at the next start.

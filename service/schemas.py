@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 
 from corpus.config import RewriteConfig
 from corpus.export import ExportFormat, ExportOptions
+from scoring.config import ScorerConfig
 from service.fields import refuse_surrogates
 
 MAX_ID_CHARS = 512
@@ -85,6 +86,11 @@ class JobRequest(RewriteConfig):
         }
     )
 
+    scorer: ScorerConfig = Field(
+        default_factory=ScorerConfig,
+        description="the teacher/reference pair (default), a proxy directory from `reweigh distill` alone, or a "
+        "cascade; proxy:DIR paths are relative to a data root or absolute under one",
+    )
     exports: list[ExportRequest] = Field(
         default_factory=list,
         max_length=3,
@@ -116,6 +122,7 @@ class JobRequest(RewriteConfig):
         """The job's RewriteConfig, with its paths resolved (exports are the service's to run)."""
         values = dict(self)
         values.pop("exports")
+        values.pop("scorer")
         return RewriteConfig(**{**values, "inputs": inputs, "output": output})
 
 

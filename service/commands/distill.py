@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hash-bits", type=int, default=defaults.hash_bits, help="log2 of the hashed n-gram columns")
     p.add_argument("--spearman-tolerance", type=float, default=defaults.spearman_tolerance,
                    help="prefer a cheaper feature family within this much out-of-fold Spearman of the best")
+    p.add_argument("--target", choices=("score", "rank"), default=defaults.target,
+                   help="fit the pair's score, or its rank as a normal score (extreme scores then weigh no more)")
     p.set_defaults(func=run)
 
 
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         ridge_alphas=tuple(args.ridge_alphas),
         hash_bits=args.hash_bits,
         spearman_tolerance=args.spearman_tolerance,
+        target=args.target,
     )
     sample, fingerprint = load_sample([Path(p) for p in args.scores], [Path(p) for p in args.texts],
                                       args.text_field, args.id_field)

@@ -9,13 +9,15 @@ from fastapi import APIRouter, Query, Request, Response
 
 from corpus import storage
 from corpus.readers import detect_format
+from corpus.scorers import scorer_spec
 from corpus.storage import JobPath
 from scoring.errors import ConfigError, InputError, JobStateError
+from scoring.protocols import BuiltScorer
 from service.auth import PrincipalDep
 from service.deps import Runtime, RuntimeDep
 from service.exports import export_config_for
 from service.fields import JobId
-from service.jobs import Job
+from service.jobs import Job, resolve_scorer
 from service.routes.exports import job_exports
 from service.schemas import JobList, JobProgress, JobRequest, JobView, error_responses
 from service.settings import SettingsDep
@@ -85,6 +87,9 @@ def create_job(
     if storage.is_file(output) or (isinstance(output, Path) and output.exists() and not output.is_dir()):
         raise InputError(f"output: {body.output!r} exists and is not a directory")
     config = body.rewrite_config([str(p) for p in inputs], str(output))
+    # The proxy directory is confined like the paths above; what cannot combine with the selection is
+    # refused now (the spec is only described here: nothing loads).
+    scorer_spec(resolve_scorer(body.scorer, runtime.roots), config.selection, BuiltScorer(runtime.engine))
     for i, options in enumerate(body.exports):  # a bad combination is a 422 now, not a failure later
         try:
             export_config_for(output, options, settings.teacher)
