@@ -56,9 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tokens, rank target": {"families": ("tokens",), "target": "rank"},
     "tokens+stats, score target": {"families": ("tokens+stats",)},
     "tokens+stats, rank target": {"families": ("tokens+stats",), "target": "rank"},
-    "chars, score target": {"families": ("chars",)},
     "tokens+chars, score target": {"families": ("tokens+chars",)},
-    "tokens+chars+stats, rank target": {"families": ("tokens+chars+stats",), "target": "rank"},
     "tokens+stats, rank target, wider ridge grid": {
         "families": ("tokens+stats",), "target": "rank", "ridge_alphas": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
     },
@@ -165,6 +163,8 @@ def main() -> None:
     parser.add_argument("--cached-only", action="store_true", help="only the documents the pair has already scored")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--band", type=float, nargs="+", default=[0.2, 0.3])
+    parser.add_argument("--auto-agreement", type=float, nargs="*", default=[0.9, 0.95, 0.97],
+                        help="also run band=auto asking for these agreements")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".proxy-work", help="score cache, timing, proxy")
     parser.add_argument(
         "--results", type=Path, default=None,
@@ -243,6 +243,14 @@ def main() -> None:
         print(f"cascade alpha {args.alpha} band {band}: {cascade.stats.pair_share:.1%} of {len(held)} held-out documents "
               f"sent to the pair, top-{args.alpha:.0%} agreement with pair-only {agreement:.1%}")
 
+    for level in args.auto_agreement:
+        cascade = CascadeScorer(proxy, engine, alpha=args.alpha, band="auto", agreement=level)
+        mixed = np.array([r.score for r in cascade.score(held_texts)])
+        agreement = top_overlap(mixed, pair_held, args.alpha)
+        cascade_rows.append((f"auto (asked {level:g}: band {cascade.band:.2f})", cascade.stats.pair_share, agreement))
+        print(f"cascade alpha {args.alpha} band=auto agreement {level}: band {cascade.band:.2f}, {cascade.stats.pair_share:.1%} "
+              f"of {len(held)} held-out documents sent to the pair, top-{args.alpha:.0%} agreement {agreement:.1%}")
+
     r = result.report
     per_source = {}
     proxy_held = np.array([s.score for s in proxy.score(held_texts)])
@@ -301,7 +309,7 @@ def run_variants(args: argparse.Namespace, sample: Sample, engine: ScoringEngine
 
 
 def write_results(args: argparse.Namespace, timing: dict[str, float], pair_dps: float, proxy_dps: float,
-                  r: dict[str, Any], cascade_rows: list[tuple[float, float, float]],
+                  r: dict[str, Any], cascade_rows: list[tuple[float | str, float, float]],
                   per_source: dict[str, tuple[int, int, int]], n_docs: int) -> None:
     lines = [
         "# Proxy and cascade vs the pair (`bench/proxy.py`)",
@@ -327,6 +335,10 @@ def write_results(args: argparse.Namespace, timing: dict[str, float], pair_dps: 
     lines += [f"- {src}: {n} documents, pair keeps {a}, proxy keeps {b}" for src, (n, a, b) in per_source.items()]
     lines += ["", "Cascade on the held-out split at every band (from `reweigh distill`'s report): alpha, band -> sent, agreement", ""]
     lines += [f"- {c['alpha']} {c['band']}: {c['sent_to_pair']:.1%}, {c['top_overlap']:.1%}" for c in r["cascade"]]
+    lines += ["", "band=auto, chosen on the calibration split (out-of-fold), measured on the held-out split: alpha, "
+              "asked agreement -> band, sent, agreement", ""]
+    lines += [f"- {c['alpha']} {c['agreement']}: " + ("not reachable" if c["band"] is None else
+              f"band {c['band']:.2f}, {c['sent_to_pair']:.1%}, {c['top_overlap']:.1%}") for c in r["cascade_auto"]]
     if args.results is None:
         args.results = args.work / "proxy-synthetic.md" if args.synthetic else ROOT / "bench" / "results" / "proxy.md"
     args.results.parent.mkdir(parents=True, exist_ok=True)
