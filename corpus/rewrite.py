@@ -193,20 +193,22 @@ class _Job:
         c = self.config
         scored = tuple(sorted(shards.items()))
         field = c.groups
-        distributed = c.selection.method == "top-fraction" or c.selection.target_tokens is None
-        if field is None and self.kind == "pair" and distributed:
-            return run_selection(
-                self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
-                name=f"select-{upstream}", cancel=self.cancel,
-            )
-        # Groups (stratification, per-group report figures), soft token targets and documents a proxy
-        # scored (no log-probs, which the distributed diagnostics assume): in one worker's memory.
-        if field is not None:
-            labels = LabelGroups(
+        labels: tuple[str, ...] = ()
+        if field is not None:  # stratification, per-group report figures: each document's label
+            labelling = LabelGroups(
                 self.out, self.inputs, scored, field, c.text_field, c.id_field,
                 c.chunk_docs, name=f"groups-{_digest([{'field': field}])}-{upstream}",
             )
-            self.executor.run(self.out, labels, cancel=self.cancel)
+            found = self.executor.run(self.out, labelling, cancel=self.cancel)
+            labels = tuple(sorted({label for r in found for label in r["groups"]}))
+        distributed = c.selection.method == "top-fraction" or c.selection.target_tokens is None
+        if self.kind == "pair" and distributed:
+            return run_selection(
+                self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
+                name=f"select-{upstream}", cancel=self.cancel, group_field=field, labels=labels,
+            )
+        # Soft token targets and documents a proxy scored (no log-probs, which the distributed
+        # diagnostics assume): in one worker's memory.
         step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, field, name=f"select-{upstream}")
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
         return result

@@ -147,16 +147,21 @@ def mark_duplicates(
 # ------------------------------------------------------------------------------------ radix select
 
 
+Probe = tuple[str, str, str, int, int, int]  # column, subset, units, level, prefix, group
+
+
 @dataclass
 class Query:
     """Finds the document at unit position `target` (0-based) in ascending key order of a subset.
 
     `column`: "score", "teacher" or "reference"; `subset`: "eligible" or "ok"; `units`: "docs" or
-    "tokens". `above` counts the units of the subset before the current prefix's bin."""
+    "tokens"; `group`: the subset within one group (its index among the job's labels), -1 for all.
+    `above` counts the units of the subset before the current prefix's bin."""
 
     column: str
     subset: str
     units: str = "docs"
+    group: int = -1
     target: int | None = None
     prefix: int = 0
     level: int = 0
@@ -166,8 +171,8 @@ class Query:
     bin_count: int = 0
 
     @property
-    def probe(self) -> tuple[str, str, str, int, int]:
-        return (self.column, self.subset, self.units, self.level, self.prefix)
+    def probe(self) -> Probe:
+        return (self.column, self.subset, self.units, self.level, self.prefix, self.group)
 
     @property
     def shift(self) -> int:
@@ -175,7 +180,6 @@ class Query:
         return 64 - sum(LEVEL_BITS[: self.level])
 
 
-Probe = tuple[str, str, str, int, int]
 
 
 def level_digits(key: npt.NDArray[np.uint64], level: int) -> npt.NDArray[np.int64]:

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpus.layout import chunk_name, scores_dir
+from corpus.layout import chunk_name, groups_dir, scores_dir
 from corpus.scores import SCORES_SCHEMA, ShardScores, schema_b64
 
 _STATUSES = np.array(["ok", "empty", "too_long: 9000 tokens"], dtype=object)
@@ -69,3 +69,18 @@ def write_synthetic_scores(
             chunks += 1
         shards.append((index, ShardScores(path, "jsonl", rows, chunks, ok, tokens, fields)))
     return tuple(shards)
+
+
+def write_synthetic_labels(
+    out: Path, field: str, shards: tuple[tuple[int, ShardScores], ...], chunk_docs: int, labels: list[str], seed: int = 0
+) -> None:
+    """Group label files as the labels step writes them (corpus/steps/groups.py), aligned with the
+    scores chunks: `labels` drawn with unequal odds (the first most often), so groups differ in size."""
+    odds = np.arange(len(labels), 0, -1, dtype=np.float64)
+    for index, shard in shards:
+        directory = groups_dir(out, field, index, shard.input)
+        directory.mkdir(parents=True, exist_ok=True)
+        for chunk in range(shard.chunks):
+            rng = np.random.default_rng([seed, index, chunk, 7])
+            drawn = rng.choice(len(labels), size=shard.chunk_rows(chunk_docs, chunk), p=odds / odds.sum())
+            pq.write_table(pa.table({"group": pa.array([labels[i] for i in drawn], pa.string())}), directory / chunk_name(chunk))

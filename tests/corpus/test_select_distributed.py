@@ -22,11 +22,12 @@ from corpus.select_distributed import key_value, numpy_median, numpy_quantiles, 
 from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.select_run import run_selection
 from scoring.errors import ConfigError
-from tests.corpus.synthetic_scores import write_synthetic_scores
+from tests.corpus.synthetic_scores import write_synthetic_labels, write_synthetic_scores
 
 INPUTS = ["a.jsonl", "b.jsonl"]
 ROWS = [300, 197]
 CHUNK_DOCS = 64
+LABELS = ["web", "books", "code", "(missing)"]  # "(missing)" is rare: its groups are small
 
 
 def _selection_files(out: Path) -> dict[str, Any]:
@@ -34,16 +35,23 @@ def _selection_files(out: Path) -> dict[str, Any]:
 
 
 def run_both(
-    tmp_path: Path, config: SelectionConfig, *, decimals: int = 1, block_docs: int = 128, rows: list[int] = ROWS
+    tmp_path: Path, config: SelectionConfig, *, decimals: int = 1, block_docs: int = 128, rows: list[int] = ROWS,
+    group_field: str | None = None,
 ) -> tuple[Any, Any]:
     got_dir, want_dir = tmp_path / "dist", tmp_path / "oracle"
     shards = write_synthetic_scores(got_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
     write_synthetic_scores(want_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
+    labels: tuple[str, ...] = ()
+    if group_field is not None:
+        for d in (got_dir, want_dir):
+            write_synthetic_labels(d, group_field, shards, CHUNK_DOCS, LABELS, seed=5)
+        labels = tuple(sorted(LABELS))
     executor = LocalExecutor()
     got = run_selection(
-        executor, got_dir, tuple(INPUTS), shards, CHUNK_DOCS, config, 11, name="select-x", block_docs=block_docs
+        executor, got_dir, tuple(INPUTS), shards, CHUNK_DOCS, config, 11, name="select-x", block_docs=block_docs,
+        group_field=group_field, labels=labels,
     )
-    want = SelectInMemory(want_dir, tuple(INPUTS), shards, config, 11).run(0, StepContext())
+    want = SelectInMemory(want_dir, tuple(INPUTS), shards, config, 11, group_field).run(0, StepContext())
     assert _selection_files(got_dir) == _selection_files(want_dir)
     assert (got_dir / "work").is_dir()  # kept for a resumed job: the job removes it after its manifest
     assert (got_dir / "score_histogram.png").is_file() and (got_dir / "logprob_scatter.png").is_file()
@@ -71,6 +79,45 @@ def test_matches_the_oracle(
     got, want = run_both(tmp_path, config)
     assert got == want
     assert str(got["report"]["threshold"]) == str(want["report"]["threshold"])  # -0.0 vs 0.0 too
+
+
+GROUPED = [
+    SelectionConfig(ratio=0.4, stratify_by="src"),
+    SelectionConfig(ratio=0.4, min_teacher_logprob=-3.5, stratify_by="src", group_shares={"books": 0.25}),
+    SelectionConfig(keep_tokens=20_000, stratify_by="src"),
+    SelectionConfig(method="soft", stratify_by="src"),
+    SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=300, stratify_by="src"),
+    SelectionConfig(method="soft", target_documents=2, stratify_by="src"),  # small groups get no quota
+    SelectionConfig(ratio=0.3),  # groups for the report alone
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "bracket"),
+    [(c, 3) for c in GROUPED] + [(GROUPED[0], 1 << 16)],  # every radix level (one pass: once, as the rest is above)
+    ids=lambda v: str(v.model_dump(exclude_defaults=True)) if isinstance(v, SelectionConfig) else str(v),
+)
+def test_groups_match_the_oracle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: SelectionConfig, bracket: int
+) -> None:
+    monkeypatch.setattr(sd, "BRACKET_LIMIT", bracket)
+    got, want = run_both(tmp_path, config, group_field="src")
+    assert got == want
+    groups = got["report"]["diagnostics"]["groups"]
+    assert set(groups) == set(LABELS) and all(g["teacher_vs_reference"] is not None for g in groups.values())
+    if config.stratify_by is not None:
+        assert set(got["report"]["strata"]) == set(LABELS)
+        assert sum(s["kept_documents"] for s in got["report"]["strata"].values()) == got["report"]["documents"]["kept"]
+    else:
+        assert "strata" not in got["report"]
+
+
+def test_group_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (sd, select_run, select_memory):
+        monkeypatch.setattr(module, "SAMPLE_SIZE", 120)
+    got, want = run_both(tmp_path, SelectionConfig(ratio=0.5, stratify_by="src"), block_docs=64, group_field="src")
+    assert got == want
+    assert got["report"]["diagnostics"]["rank_correlations_sample"] == 120
 
 
 def test_exact_ties_take_every_radix_level_then_break_by_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
