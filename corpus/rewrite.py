@@ -201,14 +201,12 @@ class _Job:
             )
             found = self.executor.run(self.out, labelling, cancel=self.cancel)
             labels = tuple(sorted({label for r in found for label in r["groups"]}))
-        distributed = c.selection.method == "top-fraction" or c.selection.target_tokens is None
-        if self.kind == "pair" and distributed:
+        if c.selection.method == "top-fraction" or c.selection.target_tokens is None:
             return run_selection(
                 self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
                 name=f"select-{upstream}", cancel=self.cancel, group_field=field, labels=labels,
             )
-        # Soft token targets and documents a proxy scored (no log-probs, which the distributed
-        # diagnostics assume): in one worker's memory.
+        # Soft token targets: in one worker's memory.
         step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, field, name=f"select-{upstream}")
         [result] = self.executor.run(self.out, step, cancel=self.cancel)
         return result

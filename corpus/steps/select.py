@@ -174,26 +174,35 @@ class _BlockPass:
 
 @dataclass(frozen=True)
 class Scatter(_BlockPass):
-    """Counts for the report, the scored score range, and the dedup candidates by partition."""
+    """Counts for the report, the scored score range, and the dedup candidates by partition.
+
+    Documents a proxy scored (a proxy job, or a cascade outside its band) have a score but no
+    log-probs: the diagnostics (medians, regions, correlations, scatter) cover the pair-scored ones."""
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         parts: list[list[npt.NDArray[Any]]] = [[] for _ in range(self.partitions)]
-        rows = scored = 0
+        rows = scored = usable = pair = 0
         not_scored: Counter[str] = Counter()
-        lows, highs, teacher_highs = [], [], []
+        lows, highs, pair_lows, pair_highs, teacher_highs = [], [], [], [], []
         for g, index, chunk in self.blocks[rank]:
             ctx.check_cancel(f"selecting (block {rank})")
             loaded = load_chunk(self.out, self.inputs, index, chunk)
             c = loaded.arrays
             rows += len(c.ok)
             scored += int(c.ok.sum())
+            usable += int((c.ok & np.isfinite(c.score)).sum())
             status = loaded.table.column("status")
             for item in pc.value_counts(pc.filter(status, pc.invert(pc.equal(status, "ok")))).to_pylist():
                 not_scored[status_kind(item["values"])] += item["counts"]
             if c.ok.any():
                 lows.append(float(c.score[c.ok].min()))
                 highs.append(float(c.score[c.ok].max()))
-                teacher_highs.append(float(c.teacher_logprob[c.ok].max()))
+            both = pair_scored(c)
+            if both.any():
+                pair += int(both.sum())
+                pair_lows.append(float(c.score[both].min()))
+                pair_highs.append(float(c.score[both].max()))
+                teacher_highs.append(float(c.teacher_logprob[both].max()))
             if self.selection.drop_duplicates:
                 eligible, _ = guards(self.selection, c)
                 for p, entries in enumerate(scatter_entries(c, eligible, g, self.partitions)):
@@ -207,6 +216,9 @@ class Scatter(_BlockPass):
             "scored": scored,
             "not_scored": dict(not_scored),
             "score_range": [min(lows), max(highs)] if lows else None,
+            "usable": usable,  # scored with a finite score
+            "pair": pair,  # of which the pair scored (log-probs: the diagnostics' documents)
+            "pair_range": [min(pair_lows), max(pair_highs)] if pair_lows else None,
             "teacher_max": max(teacher_highs) if teacher_highs else None,
         }
 
@@ -229,8 +241,14 @@ class Dedup(_BlockPass):
         return {"duplicates": len(dups)}
 
 
+def pair_scored(c: ChunkArrays) -> npt.NDArray[np.bool_]:
+    """Scored rows with both log-probs (not scored by a proxy alone)."""
+    assert c.reference_logprob is not None  # load_chunk reads it
+    return c.ok & np.isfinite(c.teacher_logprob) & np.isfinite(c.reference_logprob)
+
+
 def _subset(probe: Probe, loaded: LoadedChunk, eligible: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    subset = eligible if probe[1] == "eligible" else loaded.arrays.ok
+    subset = {"eligible": eligible, "ok": loaded.arrays.ok}[probe[1]] if probe[1] != "pair" else pair_scored(loaded.arrays)
     return subset if probe[5] < 0 else subset & in_group(loaded, probe[5])
 
 
@@ -339,7 +357,7 @@ class Keep(_BlockPass):
 
     cuts: tuple[tuple[int, tuple[int, int, int, int] | None], ...] = ()
     softs: tuple[tuple[int, SoftKeep | None], ...] = ()
-    medians: tuple[float, float] | None = None  # teacher, reference over the scored documents
+    medians: tuple[float, float] | None = None  # teacher, reference over the pair-scored documents
     score_range: tuple[float, float] | None = None
     sample_below: int = 2**64
     seed: int = 0
@@ -403,15 +421,16 @@ class Keep(_BlockPass):
             if self.score_range is not None:
                 histogram += histogram_counts(c.score[ok], *self.score_range)
             assert c.reference_logprob is not None  # load_chunk reads it
-            teacher, reference = c.teacher_logprob[ok], c.reference_logprob[ok]
+            both = pair_scored(c)
+            teacher, reference = c.teacher_logprob[both], c.reference_logprob[both]
             if self.medians is not None:
                 for name, mask in region_masks(teacher, reference, *self.medians).items():
                     regions[name][0] += int(mask.sum())
-                    regions[name][1] += int((mask & kept[ok]).sum())
-            skeys = sample_key(pos[ok], self.seed)
+                    regions[name][1] += int((mask & kept[both]).sum())
+            skeys = sample_key(pos[both], self.seed)
             inside = skeys < np.uint64(self.sample_below) if self.sample_below < 2**64 else np.ones(len(skeys), bool)
-            group_of = loaded.group[ok] if loaded.group is not None else np.full(len(skeys), -1, np.int64)
-            columns = (skeys, pos[ok], teacher, reference, c.score[ok], kept[ok], group_of)
+            group_of = loaded.group[both] if loaded.group is not None else np.full(len(skeys), -1, np.int64)
+            columns = (skeys, pos[both], teacher, reference, c.score[both], kept[both], group_of)
             for part, values_ in zip(sample, columns, strict=True):
                 part.append(values_[inside])
         return {

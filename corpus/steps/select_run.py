@@ -111,17 +111,18 @@ def run_selection(
     if selection.drop_duplicates:
         run(Dedup, "dedup")
     scored = sum(r["scored"] for r in scattered)
+    pair = sum(r["pair"] for r in scattered)  # the medians, regions and sample are the pair-scored documents'
     ranges = [r["score_range"] for r in scattered if r["score_range"] is not None]
     score_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
 
     parts = rules(run, sum(len(b) for b in blocks), selection, seed, labels)
     stats: dict[str, dict[int, Query]] = {"score": {}, "teacher": {}, "reference": {}}
+    # Keys ascend as values descend: the k-th smallest is at descending position n-1-k.
     if scored:
-        wanted = {"score": quantile_ranks(scored, QUANTILES), "teacher": median_ranks(scored)}
-        wanted["reference"] = wanted["teacher"]
-        for column, ranks in wanted.items():
-            # Keys ascend as values descend: the k-th smallest is at descending position n-1-k.
-            stats[column] = {k: Query(column, "ok", target=scored - 1 - k) for k in ranks}
+        stats["score"] = {k: Query("score", "ok", target=scored - 1 - k) for k in quantile_ranks(scored, QUANTILES)}
+    if pair:
+        for column in ("teacher", "reference"):
+            stats[column] = {k: Query(column, "pair", target=pair - 1 - k) for k in median_ranks(pair)}
     queries = [*parts.cuts, *(q for by_rank in stats.values() for q in by_rank.values())]
     level = 0
     while active := [q for q in queries if not q.done]:
@@ -162,9 +163,9 @@ def run_selection(
                 values[column][k] = key_value(q.prefix)
             else:
                 values[column][k] = key_value(int(np.sort(found[q.probe][0])[q.target - q.above]))
-    medians = (numpy_median(scored, values["teacher"]), numpy_median(scored, values["reference"])) if scored else None
+    medians = (numpy_median(pair, values["teacher"]), numpy_median(pair, values["reference"])) if pair else None
 
-    bound = sample_bound(scored)
+    bound = sample_bound(pair)
     softs = tuple((group, keep) for group, (keep, _) in parts.softs.items())
     kept_results = run(
         Keep, "keep", cuts=first_dropped, softs=softs, medians=medians, score_range=score_range, sample_below=bound, seed=seed
@@ -311,22 +312,26 @@ def _figures(
     order = np.argsort(sample[0], kind="stable")[:SAMPLE_SIZE]
     skey, pos, teacher, reference, score, kept_, group_of = (a[order] for a in sample)
     by_position = np.argsort(pos, kind="stable")
+    pair = sum(r["pair"] for r in scattered)
     regions = None
-    if scored:
+    if pair:
         merged = {name: [0, 0] for name in REGIONS}
         for r in kept:
             for name, (docs, k) in r["regions"].items():
                 merged[name][0] += docs
                 merged[name][1] += k
         regions = {name: kept_summary(*merged[name]) for name in REGIONS}
-    assert score_range is not None or not scored
+    pair_ranges = [r["pair_range"] for r in scattered if r["pair_range"] is not None]
     diagnostics = assemble(
-        scored,
+        pair,
         correlations(teacher[by_position], reference[by_position], score[by_position]),
         regions,
-        score_range is not None and score_is_constant(scored, *score_range),
+        bool(pair_ranges) and score_is_constant(pair, min(r[0] for r in pair_ranges), max(r[1] for r in pair_ranges)),
         None if scored <= SAMPLE_SIZE else len(order),
     )
+    proxy_scored = sum(r["usable"] for r in scattered) - pair
+    if proxy_scored:
+        diagnostics["proxy_scored"] = proxy_scored
     if labels and kept:
         per_group = _group_sums(kept, labels)
         counts = {}

@@ -31,16 +31,17 @@ LABELS = ["web", "books", "code", "(missing)"]  # "(missing)" is rare: its group
 
 
 def _selection_files(out: Path) -> dict[str, Any]:
-    return {str(p.relative_to(out)): pq.read_table(p).to_pylist() for p in sorted((out / "selection").rglob("*.parquet"))}
+    # repr: a proxy-scored row's log-probs are NaN, which == never equals
+    return {str(p.relative_to(out)): repr(pq.read_table(p).to_pylist()) for p in sorted((out / "selection").rglob("*.parquet"))}
 
 
 def run_both(
     tmp_path: Path, config: SelectionConfig, *, decimals: int = 1, block_docs: int = 128, rows: list[int] = ROWS,
-    group_field: str | None = None,
+    group_field: str | None = None, proxy: float = 0.0,
 ) -> tuple[Any, Any]:
     got_dir, want_dir = tmp_path / "dist", tmp_path / "oracle"
-    shards = write_synthetic_scores(got_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
-    write_synthetic_scores(want_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals)
+    shards = write_synthetic_scores(got_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals, proxy=proxy)
+    write_synthetic_scores(want_dir, INPUTS, rows, CHUNK_DOCS, seed=5, decimals=decimals, proxy=proxy)
     labels: tuple[str, ...] = ()
     if group_field is not None:
         for d in (got_dir, want_dir):
@@ -118,6 +119,34 @@ def test_group_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monke
     got, want = run_both(tmp_path, SelectionConfig(ratio=0.5, stratify_by="src"), block_docs=64, group_field="src")
     assert got == want
     assert got["report"]["diagnostics"]["rank_correlations_sample"] == 120
+
+
+@pytest.mark.parametrize(
+    ("config", "proxy"),
+    [
+        (SelectionConfig(ratio=0.4), 0.7),  # a cascade: the pair scored the rest
+        (SelectionConfig(keep_tokens=20_000, stratify_by="src"), 0.7),
+        (SelectionConfig(method="soft", target_documents=300), 1.0),  # a proxy job: no log-probs at all
+    ],
+    ids=["cascade", "cascade-stratified", "proxy-soft"],
+)
+def test_proxy_scored_documents_match_the_oracle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: SelectionConfig, proxy: float
+) -> None:
+    monkeypatch.setattr(sd, "BRACKET_LIMIT", 3)
+    got, want = run_both(tmp_path, config, group_field="src", proxy=proxy)
+    assert got == want
+    diagnostics = got["report"]["diagnostics"]
+    assert diagnostics["proxy_scored"] > 0
+    assert (diagnostics["regions"] is None) == (proxy == 1.0)
+
+
+def test_proxy_scored_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (sd, select_run, select_memory):
+        monkeypatch.setattr(module, "SAMPLE_SIZE", 60)
+    got, want = run_both(tmp_path, SelectionConfig(ratio=0.5), block_docs=64, group_field="src", proxy=0.5)
+    assert got == want
+    assert got["report"]["diagnostics"]["rank_correlations_sample"] == 60
 
 
 def test_exact_ties_take_every_radix_level_then_break_by_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
