@@ -52,7 +52,6 @@ from corpus.selection_files import KeptChunk
 from corpus.steps.groups import LabelGroups
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
 from corpus.steps.scorer_report import ScorerReport
-from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.select_run import run_selection
 from corpus.steps.write import PlanShards, WriteShards
 from corpus.storage import JobPath
@@ -201,15 +200,10 @@ class _Job:
             )
             found = self.executor.run(self.out, labelling, cancel=self.cancel)
             labels = tuple(sorted({label for r in found for label in r["groups"]}))
-        if c.selection.method == "top-fraction" or c.selection.target_tokens is None:
-            return run_selection(
-                self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
-                name=f"select-{upstream}", cancel=self.cancel, group_field=field, labels=labels,
-            )
-        # Soft token targets: in one worker's memory.
-        step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, field, name=f"select-{upstream}")
-        [result] = self.executor.run(self.out, step, cancel=self.cancel)
-        return result
+        return run_selection(
+            self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
+            name=f"select-{upstream}", cancel=self.cancel, group_field=field, labels=labels,
+        )
 
     def report_scorers(self, shards: dict[int, ShardScores], selection: dict[str, Any], upstream: str) -> Result:
         self.emit(RewriteProgress("auditing", 0, 0, 0, 1))

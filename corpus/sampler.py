@@ -469,24 +469,30 @@ def _token_draw(
     """Extra repeats worth at most `budget` tokens, short of it by less than one document.
 
     A token total cannot in general be hit exactly (it is a subset sum), so: a systematic draw as for
-    documents, then, in a seeded order, drawn documents are given back while over budget and undrawn
-    ones added while they fit.
+    documents, then drawn documents are given back from the last one backwards (chunk order) while
+    over budget, and undrawn ones added from the first one on while they fit. Both walks are in
+    chunk order, so that over chunks they need per-chunk sums and a few chunks' rows (select_soft.py).
     """
     frac = np.concatenate(pieces)
-    expected = float((frac * units).sum())
-    count = round(float(frac.sum())) if expected > 0 else 0
-    count = min(count, int(np.count_nonzero(frac > 0)))
+    count = token_draw_count(pieces, units)
     extra = np.concatenate(systematic_draw(pieces, count, rng.random())) if count else np.zeros(len(frac), np.int64)
-    order = rng.permutation(len(frac))
     used = int((extra * units).sum())
-    for i in order[::-1]:
+    for i in np.flatnonzero(extra)[::-1]:
         if used <= budget:
             break
-        if extra[i]:
-            extra[i] = 0
-            used -= int(units[i])
-    for i in order:
-        if not extra[i] and frac[i] > 0 and used + units[i] <= budget:
+        extra[i] = 0
+        used -= int(units[i])
+    for i in np.flatnonzero((extra == 0) & (frac > 0)):
+        if used + units[i] <= budget:
             extra[i] = 1
             used += int(units[i])
     return extra
+
+
+def token_draw_count(pieces: list[npt.NDArray[np.float64]], units: npt.NDArray[np.int64]) -> int:
+    """How many extra repeats a token target's systematic draw hands out: the fractions' exact sum,
+    rounded (none when no fraction carries a token)."""
+    frac = np.concatenate(pieces) if pieces else np.zeros(0)
+    if not ((frac > 0) & (units > 0)).any():
+        return 0
+    return min(round(sum_value(sum(exact_sum(f) for f in pieces))), int(np.count_nonzero(frac > 0)))

@@ -156,20 +156,28 @@ class _BlockPass:
 
     def chunks(self, rank: int) -> Iterator[tuple[tuple[int, int, int], LoadedChunk, npt.NDArray[np.bool_], npt.NDArray[np.uint8]]]:
         """((chunk in job order, input, chunk), its arrays, eligible, reason) per chunk of block `rank`."""
-        dups = (
-            [load_array(self.work / f"dups-{p:04d}.npy", mmap=True) for p in range(self.partitions)]
-            if self.selection.drop_duplicates
-            else []
-        )
+        dups = self.duplicates()
         for g, index, chunk in self.blocks[rank]:
-            loaded = load_chunk(self.out, self.inputs, index, chunk)
-            if self.group_field is not None:
-                column = read_labels(self.out, self.group_field, index, self.inputs[index], chunk)
-                group = pc.index_in(column, value_set=pa.array(self.labels, pa.string()))
-                loaded.group = np.asarray(group.to_numpy(zero_copy_only=False), dtype=np.int64)
-            eligible, reason = guards(self.selection, loaded.arrays)
-            mark_duplicates(reason, eligible, g, dups)
-            yield (g, index, chunk), loaded, eligible, reason
+            yield (g, index, chunk), *self.load(g, index, chunk, dups)
+
+    def duplicates(self) -> list[npt.NDArray[np.int64]]:
+        """The dedup pass's sorted duplicate positions, one memory-mapped array per partition."""
+        if not self.selection.drop_duplicates:
+            return []
+        return [load_array(self.work / f"dups-{p:04d}.npy", mmap=True) for p in range(self.partitions)]
+
+    def load(
+        self, g: int, index: int, chunk: int, dups: list[npt.NDArray[np.int64]]
+    ) -> tuple[LoadedChunk, npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
+        """One chunk's arrays (with its rows' groups), eligible rows and reasons, after every guard."""
+        loaded = load_chunk(self.out, self.inputs, index, chunk)
+        if self.group_field is not None:
+            column = read_labels(self.out, self.group_field, index, self.inputs[index], chunk)
+            group = pc.index_in(column, value_set=pa.array(self.labels, pa.string()))
+            loaded.group = np.asarray(group.to_numpy(zero_copy_only=False), dtype=np.int64)
+        eligible, reason = guards(self.selection, loaded.arrays)
+        mark_duplicates(reason, eligible, g, dups)
+        return loaded, eligible, reason
 
 
 @dataclass(frozen=True)

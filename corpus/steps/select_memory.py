@@ -1,9 +1,10 @@
 """Step 2, in one process: the whole corpus's scores in memory, `corpus.sampler.select` over them.
 
 ~73 bytes per document at rest and a few times that while selecting: this is the oracle the
-distributed selection (corpus/steps/select.py, what jobs run) is tested against, and what soft
-selection with a token target still runs on. It writes what the distributed one writes: per-chunk kept files, plots and
-a report, with the same figures (`figures`), computed here over every document at once.
+distributed selection (corpus/steps/select.py, what jobs run, whatever their method, groups or
+scorer) is tested against, and the in-memory baseline bench/selection.py measures. It writes what
+the distributed one writes: per-chunk kept files, plots and a report, with the same figures
+(`figures`), computed here over every document at once.
 """
 
 from __future__ import annotations

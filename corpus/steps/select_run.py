@@ -205,9 +205,9 @@ def rules(run: RunPass, chunks: int, selection: SelectionConfig, seed: int, labe
             if selection.target_documents or selection.target_tokens:
                 raise ConfigError("no eligible documents to weight: every one was dropped by a guard or not scored")
             return Rules([], {})
-        documents, _, best, worst = totals[-1]
-        target = selection.target_documents if selection.target_documents is not None else documents
-        return Rules([], plan_soft(run, chunks, selection, [SoftPart(-1, documents, best, worst, target, seed)]))
+        documents, tokens, best, worst = totals[-1]
+        target = next(t for t in (selection.target_tokens, selection.target_documents, documents) if t is not None)
+        return Rules([], plan_soft(run, chunks, selection, [SoftPart(-1, documents, tokens, best, worst, target, seed)]))
     present = sorted(totals)  # labels are sorted: index order is label order
     strata_ = strata(selection, seed, [labels[k] for k in present], [totals[k][0] for k in present], [totals[k][1] for k in present])
     groups = {labels[k]: k for k in present}
@@ -219,7 +219,7 @@ def rules(run: RunPass, chunks: int, selection: SelectionConfig, seed: int, labe
             cuts.append(q)
         return Rules(cuts, {}, strata_, groups)
     soft_parts = [
-        SoftPart(groups[p.label], p.documents, totals[groups[p.label]][2], totals[groups[p.label]][3], p.quota, p.seed)
+        SoftPart(groups[p.label], p.documents, p.tokens, totals[groups[p.label]][2], totals[groups[p.label]][3], p.quota, p.seed)
         for p in strata_
         if p.quota  # a group with nothing to hand out has no scale to solve (min_weight may be > 0)
     ]

@@ -68,6 +68,8 @@ CONFIGS = [
     SelectionConfig(method="soft"),
     SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=300),
     SelectionConfig(method="soft", min_weight=0.1, drop_duplicates=False, target_documents=800),
+    SelectionConfig(method="soft", target_tokens=30_000),  # over budget after the draw: gives back
+    SelectionConfig(method="soft", min_weight=0.1, max_weight=2.5, temperature=0.7, target_tokens=90_000),
 ]
 
 
@@ -89,6 +91,7 @@ GROUPED = [
     SelectionConfig(method="soft", stratify_by="src"),
     SelectionConfig(method="soft", temperature=0.5, max_weight=3.0, target_documents=300, stratify_by="src"),
     SelectionConfig(method="soft", target_documents=2, stratify_by="src"),  # small groups get no quota
+    SelectionConfig(method="soft", target_tokens=40_000, stratify_by="src", group_shares={"code": 0.3}),
     SelectionConfig(ratio=0.3),  # groups for the report alone
 ]
 
