@@ -46,7 +46,7 @@ from corpus.report import (
     histogram_counts,
     write_plots,
 )
-from corpus.sampler import DROP_REASONS, KEPT
+from corpus.sampler import DROP_REASONS, HASH_BYTES, KEPT
 from corpus.scores import read_chunk_scores
 from corpus.select_distributed import (
     DEDUP_DTYPE,
@@ -69,12 +69,22 @@ from corpus.select_distributed import (
 )
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
 from corpus.steps.groups import read_labels
-from corpus.steps.select_memory import SELECTION_COLUMNS, hash_prefixes
 from corpus.storage import JobPath
 from scoring.protocols import ScorerSpec
 
 BLOCK_DOCS = 1 << 20  # documents per task: a block's arrays are ~100 MB on the worker
 PARTITION_DOCS = 1 << 22  # documents per dedup partition (24 bytes each while it is sorted)
+
+SELECTION_COLUMNS = (
+    "row",
+    "content_hash",
+    "text_bytes",
+    "n_tokens",
+    "teacher_logprob",
+    "reference_logprob",
+    "score",
+    "status",
+)
 
 Block = tuple[tuple[int, int, int], ...]  # (chunk in job order, input, chunk in input)
 SAMPLE_DTYPES = (np.uint64, np.int64, np.float64, np.float64, np.float64, np.bool_, np.int64)  # key .. kept, group
@@ -123,6 +133,19 @@ def load_chunk(out: JobPath, inputs: tuple[str, ...], index: int, chunk: int) ->
         content_hash=hash_prefixes(table.column("content_hash"), len(table)),
     )
     return LoadedChunk(arrays, table)
+
+
+def hash_prefixes(column: pa.ChunkedArray | pa.Array, n: int) -> npt.NDArray[np.bytes_]:
+    """The first HASH_BYTES of each content hash (zeros for unreadable rows, which are never eligible)."""
+    out = np.zeros(n, dtype=f"S{HASH_BYTES}")
+    start = 0
+    pieces = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in pieces:
+        filled = chunk.fill_null(b"\0" * 32)
+        raw = np.frombuffer(filled.buffers()[1], dtype="S32", count=len(filled) + filled.offset)[filled.offset :]
+        out[start : start + len(filled)] = raw.astype(f"S{HASH_BYTES}")
+        start += len(filled)
+    return out
 
 
 # ------------------------------------------------------------------------------------ steps

@@ -90,7 +90,7 @@ def run_selection(
     group_field: str | None = None,
     labels: tuple[str, ...] = (),
 ) -> Result:
-    """Selection over the scored chunks: what `SelectInMemory` returns and writes.
+    """Selection over the scored chunks: what the in-memory oracle (tests/corpus/select_oracle.py) returns and writes.
 
     With `group_field`, the labels step's files (corpus/steps/groups.py) give each document its
     group (`labels`: every label found, sorted): per-group figures, and with `stratify_by` one cut

@@ -1,5 +1,5 @@
 """The job's distributed selection (corpus/steps/select.py) equals the in-memory oracle
-(corpus/steps/select_memory.py): every kept row, every figure of the report, over several blocks,
+(tests/corpus/select_oracle.py): every kept row, every figure of the report, over several blocks,
 with every radix level forced, and with the correlations taken over a sample."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 
 import corpus.select_distributed as sd
-import corpus.steps.select_memory as select_memory
 import corpus.steps.select_run as select_run
+import tests.corpus.select_oracle as select_oracle
 from corpus.config import SelectionConfig
 from corpus.executor.base import StepContext
 from corpus.executor.local import LocalExecutor
 from corpus.report import QUANTILES
 from corpus.select_distributed import key_value, numpy_median, numpy_quantiles, order_key, quantile_ranks
-from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.select_run import run_selection
 from scoring.errors import ConfigError
+from tests.corpus.select_oracle import SelectInMemory
 from tests.corpus.synthetic_scores import write_synthetic_labels, write_synthetic_scores
 
 INPUTS = ["a.jsonl", "b.jsonl"]
@@ -117,7 +117,7 @@ def test_groups_match_the_oracle(
 
 
 def test_group_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (sd, select_run, select_memory):
+    for module in (sd, select_run, select_oracle):
         monkeypatch.setattr(module, "SAMPLE_SIZE", 120)
     got, want = run_both(tmp_path, SelectionConfig(ratio=0.5, stratify_by="src"), block_docs=64, group_field="src")
     assert got == want
@@ -145,7 +145,7 @@ def test_proxy_scored_documents_match_the_oracle(
 
 
 def test_proxy_scored_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (sd, select_run, select_memory):
+    for module in (sd, select_run, select_oracle):
         monkeypatch.setattr(module, "SAMPLE_SIZE", 60)
     got, want = run_both(tmp_path, SelectionConfig(ratio=0.5), block_docs=64, group_field="src", proxy=0.5)
     assert got == want
@@ -159,7 +159,7 @@ def test_exact_ties_take_every_radix_level_then_break_by_hash(tmp_path: Path, mo
 
 
 def test_correlations_over_a_sample_match_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (sd, select_run, select_memory):
+    for module in (sd, select_run, select_oracle):
         monkeypatch.setattr(module, "SAMPLE_SIZE", 50)
     got, want = run_both(tmp_path, SelectionConfig(ratio=0.5), block_docs=64)
     assert got == want
