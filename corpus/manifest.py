@@ -148,6 +148,8 @@ def load_manifest(path_or_url: str | JobPath, headers: dict[str, str] | None = N
     # A store prefix is no object: a URL not naming the manifest names its job directory.
     if path.name != MANIFEST_NAME if isinstance(path, RemotePath) else storage.is_dir(path):
         path = path / MANIFEST_NAME
+    if isinstance(path, RemotePath):
+        storage.check_bucket(path)  # a missing bucket or credentials named as such, not as "no manifest"
     if not storage.is_file(path):
         raise NotFoundError(f"no manifest at {str(path)!r} (a job directory without one is not finished)")
     return parse_manifest(storage.read_bytes(path), str(path))

@@ -13,13 +13,22 @@ matched the manifest's sha256 as they arrived, and is trusted from then on (the 
 Several reader processes (DataLoader workers, ranks on one node) may share one cache directory:
 entries appear by rename, and a shard evicted while another process reads it stays readable to that
 process until it closes it (POSIX unlink semantics).
+
+A download in progress is a `reweigh-shard-*.part` file, held under an exclusive flock by the process
+writing it. A process killed mid-download leaves its `.part` behind (the kernel drops the lock):
+`remove_orphaned_parts`, run when a dataset opens its cache or spool directory, removes those that
+no live process holds and that have not been written to for a minute (the grace covers the instant
+between creating a file and locking it). `.part` files are never read as shards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +41,8 @@ from corpus.manifest import ShardEntry, is_url, resolve_shard
 from scoring.errors import ConfigError, InputError, NotFoundError
 
 _CHUNK = 1 << 22
+_PART_PREFIX, _PART_SUFFIX = "reweigh-shard-", ".part"
+ORPHAN_GRACE_S = 60.0
 
 
 @dataclass
@@ -54,11 +65,43 @@ def _hash_local(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _part_file(directory: str | None) -> tuple[int, Path]:
+    """A new `.part` file, locked for as long as its descriptor is open (see remove_orphaned_parts)."""
+    fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=directory)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, Path(name)
+
+
+def remove_orphaned_parts(directory: Path, grace_s: float = ORPHAN_GRACE_S) -> int:
+    """Removes the `.part` files of downloads whose process died (no lock held, untouched for
+    `grace_s`); returns how many. A live download holds its lock and is left alone."""
+    removed = 0
+    now = time.time()
+    for path in directory.glob(f"{_PART_PREFIX}*{_PART_SUFFIX}"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # finished (renamed) or removed meanwhile
+        try:
+            if now - os.fstat(fd).st_mtime < grace_s:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live process is writing it
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _download(url: str, headers: dict[str, str] | None, directory: str | None) -> tuple[Path, str]:
     import httpx
 
-    fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".part", dir=directory)
-    path, digest = Path(name), hashlib.sha256()
+    fd, path = _part_file(directory)
+    digest = hashlib.sha256()
     try:
         with (
             os.fdopen(fd, "wb") as out,
@@ -82,8 +125,8 @@ def _download(url: str, headers: dict[str, str] | None, directory: str | None) -
 
 def _download_object(url: str, directory: str | None) -> tuple[Path, str]:
     """An object-store shard, streamed to a temporary file (the store's errors are named ones)."""
-    fd, name = tempfile.mkstemp(prefix="reweigh-shard-", suffix=".part", dir=directory)
-    path, digest = Path(name), hashlib.sha256()
+    fd, path = _part_file(directory)
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out, storage.open_read(storage.job_path(url)) as source:
             while chunk := source.read(_CHUNK):
@@ -104,6 +147,12 @@ class ShardCache:
 
     directory: Path
     limit_bytes: int
+
+    def prepare(self, shards: list[ShardEntry]) -> None:
+        """Checks the limit, creates the directory, and clears what killed downloads left there."""
+        self.check_fits(shards)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_parts(self.directory)
 
     def check_fits(self, shards: list[ShardEntry]) -> None:
         """A reader holds the shard it reads and the one it prefetches: both must fit."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from corpus import storage
 from corpus.export.common import (
     EXPORT_RECORD,
     ExportConfig,
@@ -43,7 +44,7 @@ def run_export(config: ExportConfig) -> dict[str, Any]:
     """Write the export into a staged directory and rename it onto `config.out`; returns the record
     (what `export.json` holds)."""
     source = ManifestSource.open(config.manifest)
-    with staged_directory(Path(config.out), config.overwrite) as directory:
+    with staged_directory(storage.job_path(config.out), config.overwrite) as directory:
         return EXPORTERS[config.format](config, source, directory)
 
 
