@@ -259,7 +259,7 @@ def test_a_killed_download_leaves_a_part_file_that_the_next_open_removes(
     proc.join(120)
     assert proc.exitcode == -signal.SIGKILL
     [orphan] = cache.glob("*.part")
-    assert orphan.stat().st_size == 1024 and not list(cache.glob("*.parquet"))  # never taken for a shard
+    assert not list(cache.glob("*.parquet"))  # a part is never taken for a shard
 
     # Within the grace period a .part may be a download that has not locked it yet: kept.
     ManifestDataset(url, cache_dir=cache, cache_limit_bytes=1 << 30)
