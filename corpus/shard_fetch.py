@@ -1,8 +1,11 @@
 """Open a manifest's shard for row-group reads, its sha256 checked, in bounded memory.
 
 A local shard is hashed in 4 MiB chunks and then read in place. A remote one (http(s), or an
-object store through corpus/storage.py) is streamed to a temporary file (hashed as it arrives), so neither path ever holds a whole shard in memory; the
-loader then reads one parquet row group at a time. `Prefetcher` downloads the next remote shard in
+object store through corpus/storage.py) is streamed to a temporary file (hashed as it arrives),
+so neither path ever holds a whole shard in memory; the loader then reads one parquet row group at
+a time. Whole downloads, not ranged reads: every DataLoader worker reads nearly every row group of
+the shards it opens (workers take turns by batch), so ranges would fetch as much
+(bench/loader_store.py measures it), and the whole shard can be checked against its sha256. `Prefetcher` downloads the next remote shard in
 a background thread while the current one is consumed.
 
 Without a cache, a downloaded shard is removed when it is closed (at most the current and the next
@@ -11,12 +14,13 @@ their sha256, up to a byte limit: the least recently used ones are evicted past 
 node reads a corpus many times its disk over epochs. A shard enters the cache only when its bytes
 matched the manifest's sha256 as they arrived, and is trusted from then on (the name is the hash).
 Several reader processes (DataLoader workers, ranks on one node) may share one cache directory:
-entries appear by rename, and a shard evicted while another process reads it stays readable to that
-process until it closes it (POSIX unlink semantics).
+entries appear by rename, a shard is downloaded once for all of them (a lock per shard, under
+`locks/`: a node's workers reach the same shard at about the same time), and a shard evicted while
+another process reads it stays readable to that process until it closes it (POSIX unlink semantics).
 
 A download in progress is a `reweigh-shard-*.part` file, held under an exclusive flock by the process
 writing it. A process killed mid-download leaves its `.part` behind (the kernel drops the lock):
-`remove_orphaned_parts`, run when a dataset opens its cache or spool directory, removes those that
+`remove_orphaned_parts`, run when a dataset opens its cache directory, removes those that
 no live process holds and that have not been written to for a minute (the grace covers the instant
 between creating a file and locking it). `.part` files are never read as shards.
 """
@@ -29,7 +33,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +170,21 @@ class ShardCache:
     def path_of(self, entry: ShardEntry) -> Path:
         return self.directory / f"{entry.sha256}.parquet"
 
+    @contextlib.contextmanager
+    def fetching(self, entry: ShardEntry) -> Iterator[None]:
+        """Held while a shard is looked up and, if missing, downloaded: the processes sharing the
+        cache (a node's DataLoader workers, which reach the same shard at about the same time)
+        wait for one download instead of each fetching the shard. The lock files (empty, one per
+        shard) stay: removing a lock file others may be waiting on would let two holders in."""
+        locks = self.directory / "locks"
+        locks.mkdir(exist_ok=True)
+        fd = os.open(locks / f"{entry.sha256}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when a killed holder's descriptors close
+            yield
+        finally:
+            os.close(fd)
+
     def lookup(self, entry: ShardEntry) -> Path | None:
         path = self.path_of(entry)
         try:
@@ -208,28 +227,39 @@ def open_shard(
     cache: ShardCache | None = None,
 ) -> OpenShard:
     location = resolve_shard(base, entry.path)
-    temporary = None
-    remote = is_url(location) or storage.is_remote(location)
-    cached = cache.lookup(entry) if cache is not None and remote else None
-    if cached is not None:
-        return OpenShard(location, pq.ParquetFile(cached), None)
-    if remote:
-        directory = str(cache.directory) if cache is not None else spool_dir
-        if is_url(location):
-            temporary, digest = _download(location, headers, directory)
-        else:
-            temporary, digest = _download_object(location, directory)
-        path = temporary
-    else:
+    if not (is_url(location) or storage.is_remote(location)):
         path = Path(location)
-        digest = _hash_local(path) if verify else entry.sha256
+        if verify and _hash_local(path) != entry.sha256:
+            raise InputError(f"shard {location!r} does not match the manifest's sha256 (changed or truncated)")
+        return OpenShard(location, pq.ParquetFile(path), None)
+    if cache is None:
+        return _fetched(location, entry, headers, verify, spool_dir, None)
+    with cache.fetching(entry):
+        cached = cache.lookup(entry)
+        if cached is not None:
+            return OpenShard(location, pq.ParquetFile(cached), None)
+        return _fetched(location, entry, headers, verify, str(cache.directory), cache)
+
+
+def _fetched(
+    location: str,
+    entry: ShardEntry,
+    headers: dict[str, str] | None,
+    verify: bool,
+    directory: str | None,
+    cache: ShardCache | None,
+) -> OpenShard:
+    """A remote shard downloaded (hashed as it arrives), checked, and admitted to `cache` if any."""
+    if is_url(location):
+        temporary, digest = _download(location, headers, directory)
+    else:
+        temporary, digest = _download_object(location, directory)
     if verify and digest != entry.sha256:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise InputError(f"shard {location!r} does not match the manifest's sha256 (changed or truncated)")
-    if cache is not None and temporary is not None and digest == entry.sha256:
+    if cache is not None and digest == entry.sha256:
         return OpenShard(location, pq.ParquetFile(cache.admit(temporary, entry)), None)
-    return OpenShard(location, pq.ParquetFile(path), temporary)
+    return OpenShard(location, pq.ParquetFile(temporary), temporary)
 
 
 class Prefetcher:

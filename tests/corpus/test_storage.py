@@ -227,6 +227,29 @@ def test_loader_cache_serves_later_epochs_and_stays_under_its_limit(
         ManifestDataset(url, cache_dir=tmp_path / "tight", cache_limit_bytes=limit - 1)
 
 
+def test_workers_sharing_a_cache_download_each_shard_once(
+    local_job: tuple[Path, Counter[str]], bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 DataLoader workers of one node reach the same shards together: one download each."""
+    job, want = local_job
+    url = f"s3://{bucket}/job"
+    upload_dir(job, url)
+    log = tmp_path / "downloads.log"
+    download = corpus.shard_fetch._download_object
+
+    def logged(location: str, directory: str | None) -> Any:
+        with log.open("a") as fh:
+            fh.write(location + "\n")
+        return download(location, directory)
+
+    monkeypatch.setattr(corpus.shard_fetch, "_download_object", logged)  # inherited by the forked workers
+    ds = ManifestDataset(url, batch_size=2, cache_dir=tmp_path / "cache", cache_limit_bytes=1 << 30)
+    dl = DataLoader(ds, batch_size=2, num_workers=4, collate_fn=lambda b: b, multiprocessing_context="fork")
+    assert Counter(row["id"] for batch in dl for row in batch) == want
+    downloads = log.read_text().splitlines()
+    assert sorted(downloads) == sorted({*downloads}) and len(downloads) == len(ds.manifest.shards)
+
+
 class _DiesOnSecondChunk:
     """A sha256 whose second update kills the process: a loader killed mid-download."""
 
