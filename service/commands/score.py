@@ -1,7 +1,8 @@
 """`reweigh score`: one output row per input document, in input order.
 
 The documents are scored by the rewrite job's own scoring step (corpus/steps/score.py), into chunk
-files in a scratch directory beside the output; the output is then those chunks' columns, in order.
+files in a scratch directory beside the output (in the system's temporary directory when the output is
+a store URL); the output is then those chunks' columns, in order, renamed or uploaded whole.
 """
 
 from __future__ import annotations
