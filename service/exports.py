@@ -35,6 +35,7 @@ from corpus.storage import JobPath
 from scoring.errors import ConfigError, JobStateError, NotFoundError, ReweighError
 from service.jobs import Job, JobStore, describe_os_error
 from service.paths import scrub
+from service.sqlstore import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -99,56 +100,34 @@ def export_config_for(output: JobPath, options: ExportOptions, teacher: str | No
     )
 
 
-class ExportStore:
-    """Its own connection to the jobs database (WAL: readers never block the job runner's writes)."""
+class ExportStore(SqliteStore):
+    """The exports table, through its own connection to the jobs database."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cur = self._db.execute(sql, args)
-            cur.row_factory = sqlite3.Row
-            return cur.fetchall()
+        super().__init__(path, _SCHEMA)
 
     def create(self, job: Job, options: Sequence[ExportOptions], origin: str) -> list[Export]:
         """Queue `options` for `job` (one transaction). A format with a live export of the job is
         refused (both would write one directory); "job" exports are queued once per job."""
         ids = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if origin == "job" and self._db.execute(
-                    "SELECT 1 FROM exports WHERE job_id = ? AND origin = 'job'", (job.id,)
-                ).fetchone():
-                    self._db.execute("ROLLBACK")  # already queued, before a restart
-                    return []
-                for option in options:
-                    busy = self._db.execute(
-                        "SELECT id FROM exports WHERE job_id = ? AND format = ? AND state IN ('queued', 'running')",
-                        (job.id, option.format),
-                    ).fetchone()
-                    if busy is not None:
-                        raise JobStateError(f"export {busy[0]} of job {job.id} is already writing its {option.format} export")
-                    ids.append(uuid.uuid4().hex)
-                    self._db.execute(
-                        "INSERT INTO exports (id, job_id, owner, origin, format, options, state, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
-                        (ids[-1], job.id, job.owner, origin, option.format, option.model_dump_json(), time.time()),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            if origin == "job" and db.execute(
+                "SELECT 1 FROM exports WHERE job_id = ? AND origin = 'job'", (job.id,)
+            ).fetchone():
+                return []  # already queued, before a restart
+            for option in options:
+                busy = db.execute(
+                    "SELECT id FROM exports WHERE job_id = ? AND format = ? AND state IN ('queued', 'running')",
+                    (job.id, option.format),
+                ).fetchone()
+                if busy is not None:
+                    raise JobStateError(f"export {busy[0]} of job {job.id} is already writing its {option.format} export")
+                ids.append(uuid.uuid4().hex)
+                db.execute(
+                    "INSERT INTO exports (id, job_id, owner, origin, format, options, state, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    (ids[-1], job.id, job.owner, origin, option.format, option.model_dump_json(), time.time()),
+                )
         return [self.get(job.id, i) for i in ids]
 
     def get(self, job_id: str, export_id: str) -> Export:
