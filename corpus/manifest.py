@@ -162,7 +162,7 @@ def shard_base(path_or_url: str | JobPath) -> str:
         if location.endswith("/" + MANIFEST_NAME):
             return location[: -len(MANIFEST_NAME)]
         return location.rstrip("/") + "/"
-    path = Path(location)
+    path = Path(location.removeprefix("file://"))
     return str(path if path.is_dir() else path.parent)
 
 

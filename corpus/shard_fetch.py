@@ -5,8 +5,8 @@ object store through corpus/storage.py) is streamed to a temporary file (hashed 
 so neither path ever holds a whole shard in memory; the loader then reads one parquet row group at
 a time. Whole downloads, not ranged reads: every DataLoader worker reads nearly every row group of
 the shards it opens (workers take turns by batch), so ranges would fetch as much
-(bench/loader_store.py measures it), and the whole shard can be checked against its sha256. `Prefetcher` downloads the next remote shard in
-a background thread while the current one is consumed.
+(bench/loader_store.py measures it), and the whole shard can be checked against its sha256.
+`Prefetcher` downloads the next remote shard in a background thread while the current one is read.
 
 Without a cache, a downloaded shard is removed when it is closed (at most the current and the next
 shard per reader are on disk). With a `ShardCache`, downloaded shards stay on local disk, named by

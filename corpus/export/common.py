@@ -296,7 +296,7 @@ def _manifest_location(manifest: str) -> str:
     if storage.is_remote(manifest):
         url = manifest.rstrip("/")
         return url if url.endswith("/" + MANIFEST_NAME) else f"{url}/{MANIFEST_NAME}"
-    path = Path(manifest).resolve()
+    path = Path(manifest.removeprefix("file://")).resolve()
     return str(path / MANIFEST_NAME if path.is_dir() else path)
 
 

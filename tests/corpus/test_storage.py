@@ -334,9 +334,14 @@ def test_any_fsspec_filesystem_serves_a_job(tmp_path: Path) -> None:
 
     rows = Counter(row["id"] for row in ManifestDataset(f"{root}/out", seed=1))
     assert sum(rows.values()) == result.manifest.totals.documents_out
-    # A file:// URL is a local path.
+    # Exports between the two (a file:// URL is a local path), export.json uploaded last.
     record = run_export(ExportConfig(format="hf", manifest=f"{root}/out", out=f"file://{tmp_path}/hf"))
     assert (tmp_path / "hf" / "export.json").is_file() and record["manifest"]["path"] == f"{root}/out/manifest.json"
+    run_export(ExportConfig(format="hf", manifest=f"file://{local_out}", out=f"{root}/hf"))
+    exported = {key.split(f"{prefix}/hf/", 1)[1]: memory.cat_file(key) for key in memory.find(f"{prefix}/hf")}
+    want_export = tree_bytes(tmp_path / "hf")
+    assert exported.pop("export.json") and want_export.pop("export.json")
+    assert exported == want_export
 
 
 # ------------------------------------------------------------------------------------------- errors
