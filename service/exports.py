@@ -6,9 +6,12 @@ An export is asked for over HTTP (`POST /v1/jobs/{id}/exports`, origin "request"
 its manifest, which completes the rewrite; each export completes with its own `export.json`, written
 last in a directory that is renamed into place whole. An export belongs to its job's owner.
 
-States: queued -> running -> succeeded | failed. An export left running by a dead process is queued
-again at startup; if its directory was finished before the process died (its record names the
-job's manifest), that is taken as its result rather than refused as "exists".
+States: queued -> running -> succeeded | failed | cancelled. A DELETE cancels a queued export at
+once and stops a running one between row groups (its staged directory is removed; one that has
+already renamed its directory into place has succeeded: too late to cancel). An export left running
+by a dead process is queued again at startup (cancelled if its cancellation was asked for); if its
+directory was finished before the process died (its record names the job's manifest), that is
+taken as its result rather than refused as "exists".
 
 Exports run beside jobs, not behind them: they need no engine, only CPU and disk.
 """
@@ -19,7 +22,6 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -32,9 +34,10 @@ from corpus.export import EXPORT_RECORD, ExportConfig, ExportOptions, export_con
 from corpus.layout import EXPORTS_DIR
 from corpus.manifest import MANIFEST_NAME, load_manifest
 from corpus.storage import JobPath
-from scoring.errors import ConfigError, JobStateError, NotFoundError, ReweighError
+from scoring.errors import ConfigError, JobCancelledError, JobStateError, NotFoundError, ReweighError
 from service.jobs import Job, JobStore, describe_os_error
 from service.paths import scrub
+from service.queue import QueueRunner
 from service.sqlstore import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,8 @@ CREATE TABLE IF NOT EXISTS exports (
     finished_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    record TEXT                 -- export.json's content, once succeeded
+    record TEXT,                -- export.json's content, once succeeded
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS exports_job ON exports(job_id, created_at);
 CREATE INDEX IF NOT EXISTS exports_state ON exports(state, created_at);
@@ -77,6 +81,7 @@ class Export:
     attempts: int
     error: str | None
     record: dict[str, Any] | None
+    cancel_requested: bool
 
 
 def export_directory(output: JobPath, fmt: str) -> JobPath:
@@ -105,6 +110,9 @@ class ExportStore(SqliteStore):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, _SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(exports)")}
+        if "cancel_requested" not in columns:  # a store from before exports could be cancelled
+            self._db.execute("ALTER TABLE exports ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
     def create(self, job: Job, options: Sequence[ExportOptions], origin: str) -> list[Export]:
         """Queue `options` for `job` (one transaction). A format with a live export of the job is
@@ -152,9 +160,30 @@ class ExportStore(SqliteStore):
         return rows[0][0] if rows else None
 
     def requeue_interrupted(self) -> list[str]:
-        rows = self._exec("SELECT id FROM exports WHERE state = 'running'")
-        self._exec("UPDATE exports SET state = 'queued' WHERE state = 'running'")
+        """At startup: exports left `running` by a dead process are redone, unless their
+        cancellation had been asked for (then they are cancelled: their directory never appeared)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id FROM exports WHERE state = 'running' AND cancel_requested = 0").fetchall()
+            db.execute(
+                "UPDATE exports SET state = 'cancelled', finished_at = ? WHERE state = 'running' AND cancel_requested = 1",
+                (time.time(),),
+            )
+            db.execute("UPDATE exports SET state = 'queued' WHERE state = 'running'")
         return [r[0] for r in rows]
+
+    def request_cancel(self, job_id: str, export_id: str) -> Export:
+        """Queued: cancelled at once. Running: flagged (the runner stops it at its next row group)."""
+        export = self.get(job_id, export_id)
+        if export.state not in ("queued", "running"):
+            raise JobStateError(f"export {export_id} already {export.state}; there is nothing to cancel")
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET state = 'cancelled', finished_at = ?, cancel_requested = 1 "
+                "WHERE id = ? AND state = 'queued'",
+                (time.time(), export_id),
+            )
+            db.execute("UPDATE exports SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (export_id,))
+        return self.get(job_id, export_id)
 
     def claim_next(self) -> tuple[Export, str] | None:
         """The oldest queued export whose job has finished, marked running, with the job's state
@@ -175,7 +204,7 @@ class ExportStore(SqliteStore):
         return self.get(row[1], row[0]), row[2]
 
     def finish(self, export_id: str, state: str, error: str | None = None, record: dict[str, Any] | None = None) -> None:
-        assert state in ("succeeded", "failed", "queued")
+        assert state in ("succeeded", "failed", "cancelled", "queued")
         self._exec(
             "UPDATE exports SET state = ?, error = ?, record = ?, finished_at = ? WHERE id = ?",
             (
@@ -202,37 +231,26 @@ def _export(row: sqlite3.Row) -> Export:
         attempts=row["attempts"],
         error=row["error"],
         record=json.loads(row["record"]) if row["record"] else None,
+        cancel_requested=bool(row["cancel_requested"]),
     )
 
 
-class ExportRunner:
+class ExportRunner(QueueRunner[Export]):
     """One thread: claim an export, write it (confined to the data roots), record how it ended."""
 
     def __init__(
         self, store: ExportStore, jobs: JobStore, roots: Sequence[Path] = (), teacher: str | None = None
     ) -> None:
+        super().__init__("export-runner")
         self.store = store
         self.jobs = jobs
         self.roots = list(roots)
         self.teacher = teacher
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="export-runner", daemon=True)
 
-    def start(self) -> None:
-        for export_id in self.store.requeue_interrupted():
-            log.info("export %s was running when the service stopped: running it again", export_id)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """An export cannot stop half-way (its directory is renamed into place whole); one still
-        running after `timeout` is left to the next start."""
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def notify(self) -> None:
-        self._wake.set()
+    def cancel(self, job_id: str, export_id: str) -> Export:
+        export = self.store.request_cancel(job_id, export_id)
+        self._signal_cancel(export_id)
+        return export
 
     def queue_job_exports(self, job: Job) -> None:
         """At the job's success: the exports its request asked for (validated at submit)."""
@@ -241,25 +259,41 @@ class ExportRunner:
             self.store.create(job, options, "job")
             self.notify()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            claimed = self.store.claim_next()
-            if claimed is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            export, job_state = claimed
-            if job_state != "succeeded":
-                self.store.finish(export.id, "failed", f"JobStateError: job {export.job_id} is {job_state}")
-                continue
-            self._run_one(export, self.jobs.get(export.job_id))
+    def _requeue_interrupted(self) -> None:
+        for export_id in self.store.requeue_interrupted():
+            log.info("export %s was running when the service stopped: running it again", export_id)
 
-    def _run_one(self, export: Export, job: Job) -> None:
+    def _claim(self) -> Export | None:
+        while (claimed := self.store.claim_next()) is not None:
+            export, job_state = claimed
+            if job_state == "succeeded":
+                return export
+            self.store.finish(export.id, "failed", f"JobStateError: job {export.job_id} is {job_state}")
+        return None
+
+    def _id(self, export: Export) -> str:
+        return export.id
+
+    def _cancel_requested(self, export: Export) -> bool:
+        return self.store.get(export.job_id, export.id).cancel_requested
+
+    def _run_one(self, export: Export) -> None:
+        self._export(export, self.jobs.get(export.job_id))
+
+    def _export(self, export: Export, job: Job) -> None:
         log.info("export %s (%s of job %s): starting", export.id, export.options.format, job.id)
         try:
             config = export_config_for(job.output, export.options, self.teacher)
             with confine.confined_to(self.roots):
-                record = self._finished_before(config, export) or run_export(config)
+                record = self._finished_before(config, export) or run_export(config, self._cancel)
+        except JobCancelledError as exc:
+            if self._stopping.is_set():
+                log.info("export %s interrupted by shutdown; it is redone at the next start", export.id)
+                self.store.finish(export.id, "queued")
+            else:
+                log.info("export %s cancelled", export.id)
+                self.store.finish(export.id, "cancelled", str(exc))
+            return
         except ReweighError as exc:
             self._fail(export, f"{type(exc).__name__}: {exc}")
             return

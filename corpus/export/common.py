@@ -14,6 +14,7 @@ import hashlib
 import importlib.resources
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from corpus.manifest import (
 )
 from corpus.shard_fetch import open_shard
 from corpus.storage import JobPath, RemotePath
-from scoring.errors import ConfigError, InputError
+from scoring.errors import ConfigError, InputError, JobCancelledError
 
 ExportFormat = Literal["mds", "megatron", "hf", "energon"]
 EXPORT_RECORD = "export.json"
@@ -145,13 +146,16 @@ def group_name(repeats: int) -> str:
 class ManifestSource:
     manifest: Manifest
     base: str
+    # Set by the service to stop an export between row groups (every exporter reads through
+    # `batches`); the staged directory is then removed, as on any failure.
+    cancel: threading.Event | None = field(default=None, compare=False, repr=False)
     _verified: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
-    def open(cls, location: str) -> ManifestSource:
+    def open(cls, location: str, cancel: threading.Event | None = None) -> ManifestSource:
         if not storage.is_remote(location):  # a store URL is checked by storage, on every access
             confine.check(location)  # as the shards are, when confined (the manifest is read whole, here)
-        return cls(load_manifest(location), shard_base(location))
+        return cls(load_manifest(location), shard_base(location), cancel)
 
     @property
     def remote(self) -> bool:
@@ -199,6 +203,8 @@ class ManifestSource:
             documents = 0
             with self.opened(entry) as parquet:
                 for i in range(parquet.num_row_groups):
+                    if self.cancel is not None and self.cancel.is_set():
+                        raise JobCancelledError(f"export cancelled while reading shard {entry.path!r}")
                     batch = parquet.read_row_group(i)
                     repeats = batch.column("repeats")
                     documents += int(pc.sum(repeats).as_py() or 0)
