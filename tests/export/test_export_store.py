@@ -138,3 +138,16 @@ def test_cli_export_to_a_store(remote_job: str, capsys: pytest.CaptureFixture[st
     assert json.loads(remote_tree(out)["export.json"])["export"] == "energon"
     assert main(["export", "--format", "energon", remote_job, "--out", out]) == 2
     assert f"out='{out}' exists" in capsys.readouterr().err
+
+
+def test_a_cancelled_store_export_uploads_nothing(remote_job: str) -> None:
+    import threading
+
+    from scoring.errors import JobCancelledError
+
+    cancel = threading.Event()
+    cancel.set()
+    out = remote_job.replace("/job", "/mds")
+    with pytest.raises(JobCancelledError):
+        run_export(ExportConfig(format="mds", manifest=remote_job, out=out), cancel)
+    assert remote_tree(out) == {}
