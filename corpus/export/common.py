@@ -248,7 +248,8 @@ def staged_directory(out: JobPath, overwrite: bool) -> Iterator[Path]:
         storage.check_bucket(out)  # a missing bucket is named before the export is built
         tmp = Path(tempfile.mkdtemp(prefix="reweigh-export-"))
         try:
-            yield tmp
+            with confine.also_private(tmp):
+                yield tmp
             storage.publish_tree(tmp, out, last=EXPORT_RECORD)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
