@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corpus import confine
+from corpus import confine, storage
 from corpus.export import EXPORT_RECORD, ExportConfig, ExportOptions, export_config, run_export
 from corpus.layout import EXPORTS_DIR
 from corpus.manifest import MANIFEST_NAME, load_manifest
 from corpus.storage import JobPath
-from scoring.errors import ConfigError, JobCancelledError, JobStateError, NotFoundError, ReweighError
+from scoring.errors import JobCancelledError, JobStateError, NotFoundError, ReweighError
 from service.jobs import Job, JobStore, describe_os_error
 from service.paths import scrub
 from service.queue import QueueRunner
@@ -89,14 +89,9 @@ def export_directory(output: JobPath, fmt: str) -> JobPath:
 
 
 def export_config_for(output: JobPath, options: ExportOptions, teacher: str | None) -> ExportConfig:
-    """The whole ExportConfig of `options` for the job writing `output` (ConfigError, a 422, on a bad
-    combination, or for a job written to an object store: exports read and write a local directory).
-    Megatron tokenizes with the teacher's tokenizer: the one the scores were computed with."""
-    if not isinstance(output, Path):
-        raise ConfigError(
-            f"the job's output {str(output)!r} is in an object store; exports read and write a local job "
-            "directory: copy the job to a data root on disk and export it there"
-        )
+    """The whole ExportConfig of `options` for the job writing `output`, on disk or in a store
+    (ConfigError, a 422, on a bad combination). Megatron tokenizes with the teacher's tokenizer: the
+    one the scores were computed with."""
     return export_config(
         **options.model_dump(),
         manifest=str(output / MANIFEST_NAME),
@@ -239,12 +234,13 @@ class ExportRunner(QueueRunner[Export]):
     """One thread: claim an export, write it (confined to the data roots), record how it ended."""
 
     def __init__(
-        self, store: ExportStore, jobs: JobStore, roots: Sequence[Path] = (), teacher: str | None = None
+        self, store: ExportStore, jobs: JobStore, roots: Sequence[Path | str] = (), teacher: str | None = None
     ) -> None:
         super().__init__("export-runner")
         self.store = store
         self.jobs = jobs
-        self.roots = list(roots)
+        self.confinement = list(roots)  # local roots and store prefixes, checked at each open
+        self.roots = [r for r in roots if isinstance(r, Path)]  # local ones: cut from messages
         self.teacher = teacher
 
     def cancel(self, job_id: str, export_id: str) -> Export:
@@ -284,7 +280,7 @@ class ExportRunner(QueueRunner[Export]):
         log.info("export %s (%s of job %s): starting", export.id, export.options.format, job.id)
         try:
             config = export_config_for(job.output, export.options, self.teacher)
-            with confine.confined_to(self.roots):
+            with confine.confined_to(self.confinement):
                 record = self._finished_before(config, export) or run_export(config, self._cancel)
         except JobCancelledError as exc:
             if self._stopping.is_set():
@@ -314,11 +310,12 @@ class ExportRunner(QueueRunner[Export]):
     @staticmethod
     def _finished_before(config: ExportConfig, export: Export) -> dict[str, Any] | None:
         """An interrupted export whose directory was completed before the process died: its record,
-        when it was made from this manifest in this format (the rename is the export's last act)."""
-        record_path = Path(config.out) / EXPORT_RECORD
-        if export.attempts < 2 or not record_path.is_file():
+        when it was made from this manifest in this format (the rename, or on a store the upload of
+        its record, is the export's last act)."""
+        record_path = storage.job_path(config.out) / EXPORT_RECORD
+        if export.attempts < 2 or not storage.is_file(record_path):
             return None
-        with confine.open_read(record_path) as fh:
+        with storage.open_read(record_path) as fh:
             record: dict[str, Any] = json.loads(fh.read())
         digest = load_manifest(config.manifest).fingerprint.get("digest")
         if record.get("export") == config.format and record.get("manifest", {}).get("digest") == digest:
