@@ -54,20 +54,26 @@ QUANTILE_LEVELS = 1001
 
 
 class DistillConfig(StrictModel):
-    holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
-    folds: int = Field(default=3, ge=2, le=10)
+    holdout: float = Field(default=0.2, gt=0.0, lt=1.0, description="share of documents held out for the report")
+    folds: int = Field(default=3, ge=2, le=10, description="folds for choosing the model by measurement")
     seed: int = 0
-    families: tuple[Family, ...] = FAMILIES
-    ridge_alphas: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
-    hash_bits: int = Field(default=20, ge=8, le=26)
-    min_documents: int = Field(default=20, ge=4)
-    # A cheaper family within this much out-of-fold Spearman of the best is preferred (0: the best wins).
-    spearman_tolerance: float = Field(default=0.005, ge=0.0, le=1.0)
-    # What the ridge fits: the pair's score, or its rank as a normal score (rank r of n -> the
-    # normal quantile at (r - 0.5) / n): selection uses ranks only, and a few extreme scores (noise)
-    # then pull the squared loss no harder than any other document. The calibration maps either
-    # back onto the pair's scale.
-    target: Literal["score", "rank"] = "score"
+    families: tuple[Family, ...] = Field(
+        default=FAMILIES, description="feature families to measure (the best out-of-fold is kept)"
+    )
+    ridge_alphas: tuple[float, ...] = Field(default=(1e-5, 1e-4, 1e-3, 1e-2), description="ridge penalties to measure")
+    hash_bits: int = Field(default=20, ge=8, le=26, description="log2 of the hashed n-gram columns")
+    min_documents: int = Field(default=20, ge=4, description="fewer scored documents than this are refused")
+    spearman_tolerance: float = Field(
+        default=0.005, ge=0.0, le=1.0,
+        description="prefer a cheaper feature family within this much out-of-fold Spearman of the best (0: the best wins)",
+    )
+    # Rank r of n becomes the normal quantile at (r - 0.5) / n: selection uses ranks only, and a few
+    # extreme scores (noise) then pull the squared loss no harder than any other document. The
+    # calibration maps either back onto the pair's scale.
+    target: Literal["score", "rank"] = Field(
+        default="score",
+        description="fit the pair's score, or its rank as a normal score (extreme scores then weigh no more)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DistillConfig:

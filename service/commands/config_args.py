@@ -35,6 +35,8 @@ def add_model_args(
         flag = (flags or {}).get(name) or flag_name(name, prefix)
         kwargs: dict[str, Any] = {"dest": prefix.replace("-", "_") + name, "default": argparse.SUPPRESS}
         kind, choices = _scalar_type(field)
+        if _is_sequence(field):  # tuple[X, ...]: one or more values after the flag
+            kwargs["nargs"] = "+"
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -51,8 +53,15 @@ def model_kwargs(args: argparse.Namespace, names: Iterable[str], *, prefix: str 
     return {name: getattr(args, dest + name) for name in names if hasattr(args, dest + name)}
 
 
+def _is_sequence(field: FieldInfo) -> bool:
+    return typing.get_origin(field.annotation) is tuple
+
+
 def _scalar_type(field: FieldInfo) -> tuple[type, list[Any] | None]:
+    """The type (and choices) of one value of the field; of one element for a tuple[X, ...]."""
     annotation = field.annotation
+    if typing.get_origin(annotation) is tuple:
+        annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(kinds) > 1:  # e.g. a number or "auto": the text goes to the model, which decides

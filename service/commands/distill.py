@@ -23,11 +23,13 @@ from corpus import storage
 from corpus.layout import JOB_FILE, SCORES_DIR
 from corpus.readers import read_documents
 from corpus.storage import JobPath, RemotePath
-from scoring.errors import InputError
-from scoring.proxy.features import FAMILIES
+from scoring.errors import ConfigError, InputError
 from scoring.proxy.model import CARD_NAME
 from scoring.proxy.train import DistillConfig, Sample, distill, format_report
 from scoring.types import content_hash
+from service.commands.config_args import add_model_args, as_flags, model_kwargs
+
+DISTILL_FIELDS = tuple(DistillConfig.model_fields)
 
 # `reweigh score` writes the pair's fingerprint into its parquet schema under this key.
 FINGERPRINT_KEY = b"reweigh.fingerprint"
@@ -50,18 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the proxy directory to write, a path or a store URL (replaced if present)")
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="id")
-    defaults = DistillConfig()
-    p.add_argument("--holdout", type=float, default=defaults.holdout, help="share of documents held out for the report")
-    p.add_argument("--folds", type=int, default=defaults.folds, help="folds for choosing the model by measurement")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(defaults.families),
-                   help="feature families to measure (the best out-of-fold is kept)")
-    p.add_argument("--ridge-alphas", nargs="+", type=float, default=list(defaults.ridge_alphas))
-    p.add_argument("--hash-bits", type=int, default=defaults.hash_bits, help="log2 of the hashed n-gram columns")
-    p.add_argument("--spearman-tolerance", type=float, default=defaults.spearman_tolerance,
-                   help="prefer a cheaper feature family within this much out-of-fold Spearman of the best")
-    p.add_argument("--target", choices=("score", "rank"), default=defaults.target,
-                   help="fit the pair's score, or its rank as a normal score (extreme scores then weigh no more)")
+    add_model_args(p.add_argument_group("training"), DistillConfig, DISTILL_FIELDS)
     p.set_defaults(func=run)
 
 
@@ -136,16 +127,10 @@ def load_sample(
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    config = DistillConfig(
-        holdout=args.holdout,
-        folds=args.folds,
-        seed=args.seed,
-        families=tuple(args.families),
-        ridge_alphas=tuple(args.ridge_alphas),
-        hash_bits=args.hash_bits,
-        spearman_tolerance=args.spearman_tolerance,
-        target=args.target,
-    )
+    try:
+        config = DistillConfig(**model_kwargs(args, DISTILL_FIELDS))
+    except ConfigError as exc:
+        raise as_flags(exc, DISTILL_FIELDS) from None
     out = storage.job_path(args.out)
     if isinstance(out, RemotePath):
         storage.check_bucket(out)  # before the sample is read and the proxy trained
