@@ -49,10 +49,23 @@ NOISE_CHARS = 2_000  # noisy documents are cut to this, to bound the teacher's s
 MAX_LENGTH = 512  # the demo's scoring window (the reference's context)
 OVERLAP = MAX_LENGTH // 4
 
+LENS = dict(init="teacher-lens", seq_len=512, batch_rows=2, lr=3e-3, warmup_fraction=0.1)
 CUT_ADAPT = dict(init="teacher-cut", seq_len=512, batch_rows=4, lr=3e-4, warmup_fraction=0.1)
 # name -> (what it is, spec)
 RECIPES: dict[str, tuple[str, ReferenceSpec]] = {
     "scratch": ("scratch Llama 4x128, 400k tokens (old default)", ReferenceSpec()),
+    "lens4": (
+        "teacher's first 4 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
+        ReferenceSpec(layers=4, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
+    ),
+    "lens2": (
+        "teacher's first 2 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
+        ReferenceSpec(layers=2, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
+    ),
+    "lens6": (
+        "teacher's first 6 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
+        ReferenceSpec(layers=6, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
+    ),
     "cut2": (
         "teacher's first 2 layers + norm + head, as is",
         ReferenceSpec(init="teacher-cut", layers=2, adapt_layers=0, train_tokens=0),

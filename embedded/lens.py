@@ -140,6 +140,8 @@ def build_lens(
     started = time.monotonic()
     feats = features(model, used, device)
     log.info("lens: %d blocks through %d teacher layers in %.0f s", needed, spec.layers, time.monotonic() - started)
-    mapping, loss = fit_map(feats, used, model.get_input_embeddings().weight.detach(), spec, generator, lr_at)
+    embedding = model.get_input_embeddings().weight
+    assert isinstance(embedding, torch.Tensor)
+    mapping, loss = fit_map(feats, used, embedding.detach(), spec, generator, lr_at)
     fold_head(model, mapping)
     return model, loss
