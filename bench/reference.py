@@ -55,6 +55,10 @@ CUT_ADAPT = dict(init="teacher-cut", seq_len=512, batch_rows=4, lr=3e-4, warmup_
 RECIPES: dict[str, tuple[str, ReferenceSpec]] = {
     "scratch": ("scratch Llama 4x128, 400k tokens (old default)", ReferenceSpec()),
     "lens4": (
+        "teacher's first 4 layers + norm, a linear map fitted on 51k tokens folded into an untied head",
+        ReferenceSpec(layers=4, train_tokens=51_200, **LENS),  # type: ignore[arg-type]
+    ),
+    "lens4-100k": (
         "teacher's first 4 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
         ReferenceSpec(layers=4, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
     ),

@@ -12,6 +12,10 @@ corpus (D_ref) that is then never scored. Two recipes (`ReferenceSpec.init`):
   context, so both would agree on what is easy. Measured (bench/reference.py): without training its
   logits are far worse than uniform and the score becomes its ranking negated; adapting it costs
   more than the demo's budget on 2 loaded CPU cores. Kept as an option, not the default.
+- `teacher-lens`: the teacher's embeddings, first `layers` decoder layers and final norm, read out
+  through a linear map fitted on D_ref and folded into an untied head (embedded/lens.py). Only the
+  map is trained, over features the frozen layers compute once, so it costs little more than the
+  head's forward and backward.
 
 Building is seeded: the same data, spec, seed, thread count and hardware give the same weights. It
 takes minutes on 2 CPU cores, which is why it is built at set-up rather than committed.
