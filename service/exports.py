@@ -6,9 +6,12 @@ An export is asked for over HTTP (`POST /v1/jobs/{id}/exports`, origin "request"
 its manifest, which completes the rewrite; each export completes with its own `export.json`, written
 last in a directory that is renamed into place whole. An export belongs to its job's owner.
 
-States: queued -> running -> succeeded | failed. An export left running by a dead process is queued
-again at startup; if its directory was finished before the process died (its record names the
-job's manifest), that is taken as its result rather than refused as "exists".
+States: queued -> running -> succeeded | failed | cancelled. A DELETE cancels a queued export at
+once and stops a running one between row groups (its staged directory is removed; one that has
+already renamed its directory into place has succeeded: too late to cancel). An export left running
+by a dead process is queued again at startup (cancelled if its cancellation was asked for); if its
+directory was finished before the process died (its record names the job's manifest), that is
+taken as its result rather than refused as "exists".
 
 Exports run beside jobs, not behind them: they need no engine, only CPU and disk.
 """
@@ -32,9 +35,10 @@ from corpus.export import EXPORT_RECORD, ExportConfig, ExportOptions, export_con
 from corpus.layout import EXPORTS_DIR
 from corpus.manifest import MANIFEST_NAME, load_manifest
 from corpus.storage import JobPath
-from scoring.errors import ConfigError, JobStateError, NotFoundError, ReweighError
+from scoring.errors import ConfigError, JobCancelledError, JobStateError, NotFoundError, ReweighError
 from service.jobs import Job, JobStore, describe_os_error
 from service.paths import scrub
+from service.sqlstore import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,8 @@ CREATE TABLE IF NOT EXISTS exports (
     finished_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    record TEXT                 -- export.json's content, once succeeded
+    record TEXT,                -- export.json's content, once succeeded
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS exports_job ON exports(job_id, created_at);
 CREATE INDEX IF NOT EXISTS exports_state ON exports(state, created_at);
@@ -76,6 +81,7 @@ class Export:
     attempts: int
     error: str | None
     record: dict[str, Any] | None
+    cancel_requested: bool
 
 
 def export_directory(output: JobPath, fmt: str) -> JobPath:
@@ -99,56 +105,37 @@ def export_config_for(output: JobPath, options: ExportOptions, teacher: str | No
     )
 
 
-class ExportStore:
-    """Its own connection to the jobs database (WAL: readers never block the job runner's writes)."""
+class ExportStore(SqliteStore):
+    """The exports table, through its own connection to the jobs database."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cur = self._db.execute(sql, args)
-            cur.row_factory = sqlite3.Row
-            return cur.fetchall()
+        super().__init__(path, _SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(exports)")}
+        if "cancel_requested" not in columns:  # a store from before exports could be cancelled
+            self._db.execute("ALTER TABLE exports ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
     def create(self, job: Job, options: Sequence[ExportOptions], origin: str) -> list[Export]:
         """Queue `options` for `job` (one transaction). A format with a live export of the job is
         refused (both would write one directory); "job" exports are queued once per job."""
         ids = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if origin == "job" and self._db.execute(
-                    "SELECT 1 FROM exports WHERE job_id = ? AND origin = 'job'", (job.id,)
-                ).fetchone():
-                    self._db.execute("ROLLBACK")  # already queued, before a restart
-                    return []
-                for option in options:
-                    busy = self._db.execute(
-                        "SELECT id FROM exports WHERE job_id = ? AND format = ? AND state IN ('queued', 'running')",
-                        (job.id, option.format),
-                    ).fetchone()
-                    if busy is not None:
-                        raise JobStateError(f"export {busy[0]} of job {job.id} is already writing its {option.format} export")
-                    ids.append(uuid.uuid4().hex)
-                    self._db.execute(
-                        "INSERT INTO exports (id, job_id, owner, origin, format, options, state, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
-                        (ids[-1], job.id, job.owner, origin, option.format, option.model_dump_json(), time.time()),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            if origin == "job" and db.execute(
+                "SELECT 1 FROM exports WHERE job_id = ? AND origin = 'job'", (job.id,)
+            ).fetchone():
+                return []  # already queued, before a restart
+            for option in options:
+                busy = db.execute(
+                    "SELECT id FROM exports WHERE job_id = ? AND format = ? AND state IN ('queued', 'running')",
+                    (job.id, option.format),
+                ).fetchone()
+                if busy is not None:
+                    raise JobStateError(f"export {busy[0]} of job {job.id} is already writing its {option.format} export")
+                ids.append(uuid.uuid4().hex)
+                db.execute(
+                    "INSERT INTO exports (id, job_id, owner, origin, format, options, state, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    (ids[-1], job.id, job.owner, origin, option.format, option.model_dump_json(), time.time()),
+                )
         return [self.get(job.id, i) for i in ids]
 
     def get(self, job_id: str, export_id: str) -> Export:
@@ -173,9 +160,30 @@ class ExportStore:
         return rows[0][0] if rows else None
 
     def requeue_interrupted(self) -> list[str]:
-        rows = self._exec("SELECT id FROM exports WHERE state = 'running'")
-        self._exec("UPDATE exports SET state = 'queued' WHERE state = 'running'")
+        """At startup: exports left `running` by a dead process are redone, unless their
+        cancellation had been asked for (then they are cancelled: their directory never appeared)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id FROM exports WHERE state = 'running' AND cancel_requested = 0").fetchall()
+            db.execute(
+                "UPDATE exports SET state = 'cancelled', finished_at = ? WHERE state = 'running' AND cancel_requested = 1",
+                (time.time(),),
+            )
+            db.execute("UPDATE exports SET state = 'queued' WHERE state = 'running'")
         return [r[0] for r in rows]
+
+    def request_cancel(self, job_id: str, export_id: str) -> Export:
+        """Queued: cancelled at once. Running: flagged (the runner stops it at its next row group)."""
+        export = self.get(job_id, export_id)
+        if export.state not in ("queued", "running"):
+            raise JobStateError(f"export {export_id} already {export.state}; there is nothing to cancel")
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET state = 'cancelled', finished_at = ?, cancel_requested = 1 "
+                "WHERE id = ? AND state = 'queued'",
+                (time.time(), export_id),
+            )
+            db.execute("UPDATE exports SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (export_id,))
+        return self.get(job_id, export_id)
 
     def claim_next(self) -> tuple[Export, str] | None:
         """The oldest queued export whose job has finished, marked running, with the job's state
@@ -196,7 +204,7 @@ class ExportStore:
         return self.get(row[1], row[0]), row[2]
 
     def finish(self, export_id: str, state: str, error: str | None = None, record: dict[str, Any] | None = None) -> None:
-        assert state in ("succeeded", "failed", "queued")
+        assert state in ("succeeded", "failed", "cancelled", "queued")
         self._exec(
             "UPDATE exports SET state = ?, error = ?, record = ?, finished_at = ? WHERE id = ?",
             (
@@ -223,6 +231,7 @@ def _export(row: sqlite3.Row) -> Export:
         attempts=row["attempts"],
         error=row["error"],
         record=json.loads(row["record"]) if row["record"] else None,
+        cancel_requested=bool(row["cancel_requested"]),
     )
 
 
@@ -238,6 +247,9 @@ class ExportRunner:
         self.teacher = teacher
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._cancel = threading.Event()  # the running export's: set by DELETE or by shutdown
+        self._current: str | None = None
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="export-runner", daemon=True)
 
     def start(self) -> None:
@@ -246,11 +258,19 @@ class ExportRunner:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """An export cannot stop half-way (its directory is renamed into place whole); one still
-        running after `timeout` is left to the next start."""
+        """Stop the running export at its next row group; it is redone at the next start (its
+        directory is renamed into place whole, so nothing half-written is left)."""
         self._stopping.set()
+        self._cancel.set()
         self._wake.set()
         self._thread.join(timeout)
+
+    def cancel(self, job_id: str, export_id: str) -> Export:
+        export = self.store.request_cancel(job_id, export_id)
+        with self._lock:
+            if self._current == export_id:
+                self._cancel.set()
+        return export
 
     def notify(self) -> None:
         self._wake.set()
@@ -273,14 +293,32 @@ class ExportRunner:
             if job_state != "succeeded":
                 self.store.finish(export.id, "failed", f"JobStateError: job {export.job_id} is {job_state}")
                 continue
-            self._run_one(export, self.jobs.get(export.job_id))
+            with self._lock:
+                self._current = export.id
+                self._cancel.clear()
+                # A DELETE between the claim and here found no current export to signal: re-read.
+                if self.store.get(export.job_id, export.id).cancel_requested:
+                    self._cancel.set()
+            try:
+                self._run_one(export, self.jobs.get(export.job_id))
+            finally:
+                with self._lock:
+                    self._current = None
 
     def _run_one(self, export: Export, job: Job) -> None:
         log.info("export %s (%s of job %s): starting", export.id, export.options.format, job.id)
         try:
             config = export_config_for(job.output, export.options, self.teacher)
             with confine.confined_to(self.roots):
-                record = self._finished_before(config, export) or run_export(config)
+                record = self._finished_before(config, export) or run_export(config, self._cancel)
+        except JobCancelledError as exc:
+            if self._stopping.is_set():
+                log.info("export %s interrupted by shutdown; it is redone at the next start", export.id)
+                self.store.finish(export.id, "queued")
+            else:
+                log.info("export %s cancelled", export.id)
+                self.store.finish(export.id, "cancelled", str(exc))
+            return
         except ReweighError as exc:
             self._fail(export, f"{type(exc).__name__}: {exc}")
             return

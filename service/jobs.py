@@ -47,6 +47,7 @@ from service.batcher import JobEngine
 from service.keys import Principal
 from service.paths import scrub
 from service.settings import Settings
+from service.sqlstore import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -130,74 +131,52 @@ class Job:
     owner: str
 
 
-class JobStore:
-    """All access goes through one connection under a lock: the runner thread and the event loop
-    both use it, and SQLite writes are short."""
+class JobStore(SqliteStore):
+    """The jobs table: the runner thread and the event loop both use it."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a state change survives the process dying
-        self._db.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "owner" not in columns:  # a store from before owners: its jobs are left to admin keys
             self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cur = self._db.execute(sql, args)
-            cur.row_factory = sqlite3.Row
-            return cur.fetchall()
 
     def create(self, request: dict[str, Any], config: RewriteConfig, owner: str) -> Job:
         job_id = uuid.uuid4().hex
         shown = request["output"]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # Two live jobs writing one directory would corrupt each other.
-                busy = self._db.execute(
-                    "SELECT id, owner FROM jobs WHERE output = ? AND state IN ('queued', 'running')",
+        with self._transaction() as db:
+            # Two live jobs writing one directory would corrupt each other.
+            busy = db.execute(
+                "SELECT id, owner FROM jobs WHERE output = ? AND state IN ('queued', 'running')",
+                (config.output,),
+            ).fetchone()
+            if busy is not None:
+                whose = "" if busy[1] == owner else "another key's "
+                raise JobStateError(f"{whose}job {busy[0]} is already writing output {shown!r}")
+            # Another key's output (finished or resumable) is never taken over, overwrite or not.
+            foreign = db.execute(
+                "SELECT id FROM jobs WHERE output = ? AND owner != ? AND state != 'superseded' LIMIT 1",
+                (config.output, owner),
+            ).fetchone()
+            if foreign is not None:
+                raise JobConflictError(f"output {shown!r} belongs to another key's job; choose another")
+            if config.overwrite:
+                # The new job replaces the files: the old one must never serve them as its own.
+                db.execute(
+                    "UPDATE jobs SET state = 'superseded' WHERE output = ? AND state = 'succeeded'",
                     (config.output,),
-                ).fetchone()
-                if busy is not None:
-                    whose = "" if busy[1] == owner else "another key's "
-                    raise JobStateError(f"{whose}job {busy[0]} is already writing output {shown!r}")
-                # Another key's output (finished or resumable) is never taken over, overwrite or not.
-                foreign = self._db.execute(
-                    "SELECT id FROM jobs WHERE output = ? AND owner != ? AND state != 'superseded' LIMIT 1",
-                    (config.output, owner),
-                ).fetchone()
-                if foreign is not None:
-                    raise JobConflictError(f"output {shown!r} belongs to another key's job; choose another")
-                if config.overwrite:
-                    # The new job replaces the files: the old one must never serve them as its own.
-                    self._db.execute(
-                        "UPDATE jobs SET state = 'superseded' WHERE output = ? AND state = 'succeeded'",
-                        (config.output,),
-                    )
-                self._db.execute(
-                    "INSERT INTO jobs (id, state, request, config, output, created_at, owner) "
-                    "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
-                    (
-                        job_id,
-                        json.dumps(request),
-                        config.model_dump_json(exclude_unset=True),
-                        config.output,
-                        time.time(),
-                        owner,
-                    ),
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            db.execute(
+                "INSERT INTO jobs (id, state, request, config, output, created_at, owner) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    json.dumps(request),
+                    config.model_dump_json(exclude_unset=True),
+                    config.output,
+                    time.time(),
+                    owner,
+                ),
+            )
         return self.get(job_id)
 
     def get(self, job_id: str, principal: Principal | None = None) -> Job:

@@ -135,7 +135,8 @@ class ExportView(BaseModel):
     )
     format: ExportFormat
     options: dict[str, Any]
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    cancel_requested: bool = Field(description="a DELETE asked a running export to stop")
     created_at: float
     started_at: float | None
     finished_at: float | None

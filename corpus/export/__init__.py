@@ -12,6 +12,7 @@ index excepted: its own `prepare_dataset` builds it there, see energon.py).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 
-def run_export(config: ExportConfig) -> dict[str, Any]:
+def run_export(config: ExportConfig, cancel: threading.Event | None = None) -> dict[str, Any]:
     """Write the export into a staged directory and rename it onto `config.out`; returns the record
-    (what `export.json` holds)."""
-    source = ManifestSource.open(config.manifest)
+    (what `export.json` holds). Setting `cancel` stops it (JobCancelledError) and leaves no directory."""
+    source = ManifestSource.open(config.manifest, cancel)
     with staged_directory(Path(config.out), config.overwrite) as directory:
         return EXPORTERS[config.format](config, source, directory)
 

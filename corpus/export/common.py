@@ -14,6 +14,7 @@ import hashlib
 import importlib.resources
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from corpus.manifest import (
     resolve_shard,
     shard_base,
 )
-from scoring.errors import ConfigError, InputError
+from scoring.errors import ConfigError, InputError, JobCancelledError
 
 ExportFormat = Literal["mds", "megatron", "hf", "energon"]
 EXPORT_RECORD = "export.json"
@@ -137,12 +138,15 @@ def group_name(repeats: int) -> str:
 class ManifestSource:
     manifest: Manifest
     base: str
+    # Set by the service to stop an export between row groups (every exporter reads through
+    # `batches`); the staged directory is then removed, as on any failure.
+    cancel: threading.Event | None = field(default=None, compare=False, repr=False)
     _verified: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
-    def open(cls, location: str) -> ManifestSource:
+    def open(cls, location: str, cancel: threading.Event | None = None) -> ManifestSource:
         confine.check(location)  # as the shards are, when confined (the manifest is read whole, here)
-        return cls(load_manifest(location), shard_base(location))
+        return cls(load_manifest(location), shard_base(location), cancel)
 
     def parquet(self, entry: ShardEntry) -> pq.ParquetFile:
         """The shard, its sha256 checked first, once per export: an export of a changed shard would
@@ -164,6 +168,8 @@ class ManifestSource:
             documents = 0
             parquet = self.parquet(entry)
             for i in range(parquet.num_row_groups):
+                if self.cancel is not None and self.cancel.is_set():
+                    raise JobCancelledError(f"export cancelled while reading shard {entry.path!r}")
                 batch = parquet.read_row_group(i)
                 repeats = batch.column("repeats")
                 documents += int(pc.sum(repeats).as_py() or 0)

@@ -36,6 +36,7 @@ def export_view(export: Export, output: JobPath, roots: DataRoots) -> ExportView
         format=export.options.format,
         options=export.options.model_dump(),
         state=export.state,  # type: ignore[arg-type]
+        cancel_requested=export.cancel_requested,
         created_at=export.created_at,
         started_at=export.started_at,
         finished_at=export.finished_at,
@@ -100,3 +101,15 @@ def list_exports(job_id: JobId, runtime: RuntimeDep, principal: PrincipalDep) ->
 def get_export(job_id: JobId, export_id: JobId, runtime: RuntimeDep, principal: PrincipalDep) -> ExportView:
     job = runtime.store.get(job_id, principal)
     return export_view(runtime.exports.get(job.id, export_id), job.output, runtime.roots)
+
+
+@router.delete(
+    "/jobs/{job_id}/exports/{export_id}",
+    status_code=202,
+    response_model=ExportView,
+    summary="cancel an export (a running one stops at its next row group and leaves no directory)",
+    responses=error_responses(404, 409, 503, e409="the export already finished"),
+)
+def cancel_export(job_id: JobId, export_id: JobId, runtime: RuntimeDep, principal: PrincipalDep) -> ExportView:
+    job = runtime.store.get(job_id, principal)  # another owner's job is the same 404 as an unknown one
+    return export_view(runtime.export_runner.cancel(job.id, export_id), job.output, runtime.roots)

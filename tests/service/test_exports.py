@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ def wait_for_export(client: TestClient, url: str, auth: dict[str, str] = AUTH, t
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         export = client.get(url, headers=auth).json()
-        if export["state"] in ("succeeded", "failed"):
+        if export["state"] in ("succeeded", "failed", "cancelled"):
             return dict(export)
         time.sleep(0.05)
     raise AssertionError(f"export {url} never finished: {export}")
@@ -194,10 +195,10 @@ def test_an_output_being_exported_is_not_overwritten_meanwhile(
     real = service.exports.run_export
     release = []
 
-    def slow(config: Any) -> Any:
+    def slow(config: Any, cancel: Any = None) -> Any:
         while not release:
             time.sleep(0.02)
-        return real(config)
+        return real(config, cancel)
 
     monkeypatch.setattr(service.exports, "run_export", slow)
     made = two_keys.post(f"/v1/jobs/{job['id']}/exports", json={"format": "hf"}, headers=AUTH)
@@ -234,3 +235,61 @@ def test_an_export_interrupted_by_a_restart_runs_again_or_keeps_what_it_finished
             assert export["record"]["export"] == export["format"]
     assert (data_root / "o1" / "exports" / "hf" / "export.json").read_bytes() == before  # kept, not redone
     assert (data_root / "o1" / "exports" / "mds" / "export.json").is_file()
+
+
+def test_a_cancelled_export_stops_between_row_groups_and_leaves_no_directory(
+    two_keys: TestClient, data_root: Path, monkeypatch: Any
+) -> None:
+    import service.exports
+
+    job = finished_job(two_keys, data_root)
+    real = service.exports.run_export
+    started = threading.Event()
+
+    def until_cancelled(config: Any, cancel: Any = None) -> Any:
+        # Held until the DELETE reaches the runner, then the real export meets the cancellation
+        # at its first row group (the check every exporter goes through).
+        started.set()
+        assert cancel is not None and cancel.wait(30)
+        return real(config, cancel)
+
+    monkeypatch.setattr(service.exports, "run_export", until_cancelled)
+    url = f"/v1/jobs/{job['id']}/exports"
+    running = two_keys.post(url, json={"format": "mds"}, headers=AUTH).headers["location"]
+    queued = two_keys.post(url, json={"format": "hf"}, headers=AUTH).headers["location"]
+    assert started.wait(30)
+    assert two_keys.delete(running, headers=AUTH2).status_code == 404  # another key's job: unknown
+    # A queued export is cancelled at once and never runs.
+    r = two_keys.delete(queued, headers=AUTH)
+    assert r.status_code == 202 and r.json()["state"] == "cancelled", r.text
+    r = two_keys.delete(running, headers=AUTH)
+    assert r.status_code == 202 and r.json()["state"] == "running" and r.json()["cancel_requested"], r.text
+    export = wait_for_export(two_keys, running)
+    assert export["state"] == "cancelled" and "cancelled" in export["error"], export
+    assert two_keys.delete(running, headers=AUTH).status_code == 409  # nothing left to cancel
+    assert not (data_root / "o1" / "exports").exists() or not any((data_root / "o1" / "exports").iterdir())
+    assert wait_for_export(two_keys, queued)["attempts"] == 0
+    # The format is free again: a new export of it runs to the end.
+    monkeypatch.setattr(service.exports, "run_export", real)
+    again = two_keys.post(url, json={"format": "mds"}, headers=AUTH)
+    assert wait_for_export(two_keys, again.headers["location"])["state"] == "succeeded"
+
+
+def test_an_export_whose_cancel_was_asked_is_not_redone_after_a_restart(
+    make_settings: Callable[..., Settings], engine: FakeEngine, data_root: Path
+) -> None:
+    settings = make_settings()
+    with TestClient(create_app(settings, engine_factory=lambda _s: engine)) as client:
+        job = finished_job(client, data_root)
+        url = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "hf"}, headers=AUTH).headers["location"]
+        assert wait_for_export(client, url)["state"] == "succeeded"
+    # As a process killed after a DELETE flagged the running export leaves it.
+    shutil.rmtree(data_root / "o1" / "exports" / "hf")
+    db = sqlite3.connect(settings.jobs_db)
+    db.execute("UPDATE exports SET state = 'running', record = NULL, finished_at = NULL, cancel_requested = 1")
+    db.commit()
+    db.close()
+    with TestClient(create_app(settings, engine_factory=lambda _s: engine)) as client:
+        export = client.get(url, headers=AUTH).json()
+        assert export["state"] == "cancelled" and export["attempts"] == 1, export
+    assert not (data_root / "o1" / "exports" / "hf").exists()
