@@ -58,6 +58,10 @@ RECIPES: dict[str, tuple[str, ReferenceSpec]] = {
         "teacher's first 4 layers + norm, a linear map fitted on 51k tokens folded into an untied head",
         ReferenceSpec(layers=4, train_tokens=51_200, **LENS),  # type: ignore[arg-type]
     ),
+    "lens4-lr1e-2": (
+        "teacher's first 4 layers + norm, a linear map fitted on 51k tokens at lr 1e-2 folded into an untied head",
+        ReferenceSpec(layers=4, train_tokens=51_200, **{**LENS, "lr": 1e-2}),  # type: ignore[arg-type]
+    ),
     "lens4-100k": (
         "teacher's first 4 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
         ReferenceSpec(layers=4, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
@@ -132,9 +136,9 @@ def mean_logprobs(model: ScoringModel, tokenizer, texts: Sequence[str]) -> tuple
     started = time.perf_counter()
     with torch.inference_mode():
         for batch in bucket_batches(windows, 8192, pad):
-            rows = model.row_logprob_sums(batch, chunk_tokens=1024)
-            for row, window in enumerate(batch.windows):
-                sums[window.doc] += rows[row]
+            logprobs = model.counted_logprobs(batch, chunk_tokens=1024).double().cpu().numpy()
+            docs = np.array([window.doc for window in batch.windows])
+            np.add.at(sums, docs[batch.counted_rows], logprobs)
     return sums / np.array([len(x) for x in ids]), time.perf_counter() - started
 
 
