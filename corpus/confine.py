@@ -53,6 +53,19 @@ def confined_to(roots: Sequence[Path | str]) -> Iterator[None]:
         _URL_ROOTS.reset(url_token)
 
 
+@contextlib.contextmanager
+def also_private(directory: Path) -> Iterator[None]:
+    """Under an active confinement, also allow `directory`: one this process has just made with
+    `tempfile.mkdtemp` (mode 0700, a fresh name nobody else can swap a symlink into), where a store
+    export stages its files before uploading them."""
+    active = active_roots()
+    if active is None:
+        yield
+        return
+    with confined_to([*active, directory]):
+        yield
+
+
 def url_under(url: str, roots: Sequence[str]) -> bool:
     """`url` lies under one of the prefixes `roots` (each ending in "/"), with no dot segments."""
     _scheme, sep, rest = url.partition("://")

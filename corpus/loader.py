@@ -93,8 +93,7 @@ class ManifestDataset(IterableDataset[dict[str, Any]]):
         self.cache = None
         if cache_dir is not None and cache_limit_bytes is not None:
             self.cache = ShardCache(Path(cache_dir), cache_limit_bytes)
-            self.cache.check_fits(self.manifest.shards)
-            self.cache.directory.mkdir(parents=True, exist_ok=True)
+            self.cache.prepare(self.manifest.shards)
         if (tokenizer is None) != (seq_len is None):
             raise ConfigError(
                 f"tokenizer={type(tokenizer).__name__} and seq_len={seq_len}: give both or neither"

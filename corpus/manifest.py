@@ -148,6 +148,8 @@ def load_manifest(path_or_url: str | JobPath, headers: dict[str, str] | None = N
     # A store prefix is no object: a URL not naming the manifest names its job directory.
     if path.name != MANIFEST_NAME if isinstance(path, RemotePath) else storage.is_dir(path):
         path = path / MANIFEST_NAME
+    if isinstance(path, RemotePath):
+        storage.check_bucket(path)  # a missing bucket or credentials named as such, not as "no manifest"
     if not storage.is_file(path):
         raise NotFoundError(f"no manifest at {str(path)!r} (a job directory without one is not finished)")
     return parse_manifest(storage.read_bytes(path), str(path))
@@ -160,7 +162,7 @@ def shard_base(path_or_url: str | JobPath) -> str:
         if location.endswith("/" + MANIFEST_NAME):
             return location[: -len(MANIFEST_NAME)]
         return location.rstrip("/") + "/"
-    path = Path(location)
+    path = Path(location.removeprefix("file://"))
     return str(path if path.is_dir() else path.parent)
 
 

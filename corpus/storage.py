@@ -334,6 +334,37 @@ def write_figure(path: JobPath, figure: Any, metadata: dict[str, Any]) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def upload_file(local: Path, path: RemotePath) -> None:
+    """A finished local file's bytes under `path`, streamed (s3fs: one PUT, or a multipart upload
+    completed last), so the object is whole or absent, and memory holds a part, never the file."""
+    fs, key = _fs(path)
+    with _translated(path):
+        fs.put_file(str(local), key)
+
+
+def publish_tree(staged: Path, out: RemotePath, *, last: str) -> None:
+    """A finished local directory published under the prefix `out`, replacing what was there.
+
+    `last` is the file whose presence says the directory is complete (an export's export.json, a
+    proxy's proxy.json): an old one is removed first and the new one uploaded after every other
+    file, so a reader that waits for it never takes a half-uploaded or half-replaced tree for whole."""
+    check_bucket(out)
+    if not (staged / last).is_file():
+        raise StorageError(f"{str(staged)!r} has no {last}: refusing to publish it to {out.url!r}")
+    remove(out / last)
+    remove(out)
+    files = sorted(p for p in staged.rglob("*") if p.is_file() and p != staged / last)
+    try:
+        for file in [*files, staged / last]:
+            upload_file(file, out / file.relative_to(staged).as_posix())
+    except BaseException:
+        # The prefix holds nothing but this upload's objects: remove them (a killed process leaves
+        # them, without `last`; the next publish replaces them).
+        with contextlib.suppress(Exception):
+            remove(out)
+        raise
+
+
 def make_dir(path: JobPath) -> None:
     """A local directory (and parents); on a store, prefixes need no creating but the bucket must exist."""
     if isinstance(path, Path):

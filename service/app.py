@@ -74,7 +74,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = load_engine) 
         metrics.watch_jobs(store.count_by_state)
         roots = DataRoots(settings.data_roots)
         exports = ExportStore(settings.jobs_db)
-        export_runner = ExportRunner(exports, store, roots.roots, settings.teacher)
+        export_runner = ExportRunner(exports, store, roots.confinement, settings.teacher)
         runner = JobRunner(
             store, JobEngine(worker), executor, roots.confinement, on_success=export_runner.queue_job_exports
         )

@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,14 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corpus import confine
+from corpus import confine, storage
 from corpus.export import EXPORT_RECORD, ExportConfig, ExportOptions, export_config, run_export
 from corpus.layout import EXPORTS_DIR
 from corpus.manifest import MANIFEST_NAME, load_manifest
 from corpus.storage import JobPath
-from scoring.errors import ConfigError, JobCancelledError, JobStateError, NotFoundError, ReweighError
+from scoring.errors import JobCancelledError, JobStateError, NotFoundError, ReweighError
 from service.jobs import Job, JobStore, describe_os_error
 from service.paths import scrub
+from service.queue import QueueRunner
 from service.sqlstore import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,9 @@ def export_directory(output: JobPath, fmt: str) -> JobPath:
 
 
 def export_config_for(output: JobPath, options: ExportOptions, teacher: str | None) -> ExportConfig:
-    """The whole ExportConfig of `options` for the job writing `output` (ConfigError, a 422, on a bad
-    combination, or for a job written to an object store: exports read and write a local directory).
-    Megatron tokenizes with the teacher's tokenizer: the one the scores were computed with."""
-    if not isinstance(output, Path):
-        raise ConfigError(
-            f"the job's output {str(output)!r} is in an object store; exports read and write a local job "
-            "directory: copy the job to a data root on disk and export it there"
-        )
+    """The whole ExportConfig of `options` for the job writing `output`, on disk or in a store
+    (ConfigError, a 422, on a bad combination). Megatron tokenizes with the teacher's tokenizer: the
+    one the scores were computed with."""
     return export_config(
         **options.model_dump(),
         manifest=str(output / MANIFEST_NAME),
@@ -235,45 +230,23 @@ def _export(row: sqlite3.Row) -> Export:
     )
 
 
-class ExportRunner:
+class ExportRunner(QueueRunner[Export]):
     """One thread: claim an export, write it (confined to the data roots), record how it ended."""
 
     def __init__(
-        self, store: ExportStore, jobs: JobStore, roots: Sequence[Path] = (), teacher: str | None = None
+        self, store: ExportStore, jobs: JobStore, roots: Sequence[Path | str] = (), teacher: str | None = None
     ) -> None:
+        super().__init__("export-runner")
         self.store = store
         self.jobs = jobs
-        self.roots = list(roots)
+        self.confinement = list(roots)  # local roots and store prefixes, checked at each open
+        self.roots = [r for r in roots if isinstance(r, Path)]  # local ones: cut from messages
         self.teacher = teacher
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._cancel = threading.Event()  # the running export's: set by DELETE or by shutdown
-        self._current: str | None = None
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="export-runner", daemon=True)
-
-    def start(self) -> None:
-        for export_id in self.store.requeue_interrupted():
-            log.info("export %s was running when the service stopped: running it again", export_id)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the running export at its next row group; it is redone at the next start (its
-        directory is renamed into place whole, so nothing half-written is left)."""
-        self._stopping.set()
-        self._cancel.set()
-        self._wake.set()
-        self._thread.join(timeout)
 
     def cancel(self, job_id: str, export_id: str) -> Export:
         export = self.store.request_cancel(job_id, export_id)
-        with self._lock:
-            if self._current == export_id:
-                self._cancel.set()
+        self._signal_cancel(export_id)
         return export
-
-    def notify(self) -> None:
-        self._wake.set()
 
     def queue_job_exports(self, job: Job) -> None:
         """At the job's success: the exports its request asked for (validated at submit)."""
@@ -282,34 +255,32 @@ class ExportRunner:
             self.store.create(job, options, "job")
             self.notify()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            claimed = self.store.claim_next()
-            if claimed is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            export, job_state = claimed
-            if job_state != "succeeded":
-                self.store.finish(export.id, "failed", f"JobStateError: job {export.job_id} is {job_state}")
-                continue
-            with self._lock:
-                self._current = export.id
-                self._cancel.clear()
-                # A DELETE between the claim and here found no current export to signal: re-read.
-                if self.store.get(export.job_id, export.id).cancel_requested:
-                    self._cancel.set()
-            try:
-                self._run_one(export, self.jobs.get(export.job_id))
-            finally:
-                with self._lock:
-                    self._current = None
+    def _requeue_interrupted(self) -> None:
+        for export_id in self.store.requeue_interrupted():
+            log.info("export %s was running when the service stopped: running it again", export_id)
 
-    def _run_one(self, export: Export, job: Job) -> None:
+    def _claim(self) -> Export | None:
+        while (claimed := self.store.claim_next()) is not None:
+            export, job_state = claimed
+            if job_state == "succeeded":
+                return export
+            self.store.finish(export.id, "failed", f"JobStateError: job {export.job_id} is {job_state}")
+        return None
+
+    def _id(self, export: Export) -> str:
+        return export.id
+
+    def _cancel_requested(self, export: Export) -> bool:
+        return self.store.get(export.job_id, export.id).cancel_requested
+
+    def _run_one(self, export: Export) -> None:
+        self._export(export, self.jobs.get(export.job_id))
+
+    def _export(self, export: Export, job: Job) -> None:
         log.info("export %s (%s of job %s): starting", export.id, export.options.format, job.id)
         try:
             config = export_config_for(job.output, export.options, self.teacher)
-            with confine.confined_to(self.roots):
+            with confine.confined_to(self.confinement):
                 record = self._finished_before(config, export) or run_export(config, self._cancel)
         except JobCancelledError as exc:
             if self._stopping.is_set():
@@ -339,11 +310,12 @@ class ExportRunner:
     @staticmethod
     def _finished_before(config: ExportConfig, export: Export) -> dict[str, Any] | None:
         """An interrupted export whose directory was completed before the process died: its record,
-        when it was made from this manifest in this format (the rename is the export's last act)."""
-        record_path = Path(config.out) / EXPORT_RECORD
-        if export.attempts < 2 or not record_path.is_file():
+        when it was made from this manifest in this format (the rename, or on a store the upload of
+        its record, is the export's last act)."""
+        record_path = storage.job_path(config.out) / EXPORT_RECORD
+        if export.attempts < 2 or not storage.is_file(record_path):
             return None
-        with confine.open_read(record_path) as fh:
+        with storage.open_read(record_path) as fh:
             record: dict[str, Any] = json.loads(fh.read())
         digest = load_manifest(config.manifest).fingerprint.get("digest")
         if record.get("export") == config.format and record.get("manifest", {}).get("digest") == digest:

@@ -46,6 +46,7 @@ from scoring.protocols import BuiltScorer
 from service.batcher import JobEngine
 from service.keys import Principal
 from service.paths import scrub
+from service.queue import QueueRunner
 from service.settings import Settings
 from service.sqlstore import SqliteStore
 
@@ -277,7 +278,7 @@ def _may_see(principal: Principal, owner: str) -> bool:
     return principal.admin or principal.name == owner
 
 
-class JobRunner:
+class JobRunner(QueueRunner[Job]):
     """One thread: claim a job, run it, record how it ended; repeat until stopped."""
 
     def __init__(
@@ -288,6 +289,7 @@ class JobRunner:
         roots: Sequence[Path | str] = (),
         on_success: Callable[[Job], None] | None = None,
     ) -> None:
+        super().__init__("job-runner")
         self.store = store
         self.engine = engine
         self.executor = executor
@@ -296,53 +298,25 @@ class JobRunner:
         # Called once the job's output is complete, before the job is marked succeeded (so that a
         # restart in between calls it again): the service queues the job's exports there.
         self.on_success = on_success
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._cancel = threading.Event()  # the running job's: set by DELETE or by shutdown
-        self._current: str | None = None
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="job-runner", daemon=True)
-
-    def start(self) -> None:
-        for job_id in self.store.requeue_interrupted():
-            log.info("job %s was running when the service stopped: resuming it", job_id)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the running job at its next chunk; it stays resumable and is resumed at next start."""
-        self._stopping.set()
-        self._cancel.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def notify(self) -> None:
-        self._wake.set()
 
     def cancel(self, job_id: str, principal: Principal | None = None) -> Job:
+        """A queued job is cancelled at once; a running one stops at its next chunk, resumable."""
         job = self.store.request_cancel(job_id, principal)
-        with self._lock:
-            if self._current == job_id:
-                self._cancel.set()
+        self._signal_cancel(job_id)
         return job
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            job = self.store.claim_next()
-            if job is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            with self._lock:
-                self._current = job.id
-                self._cancel.clear()
-                # A DELETE between the claim and here found no current job to signal: re-read.
-                if self.store.get(job.id).cancel_requested:
-                    self._cancel.set()
-            try:
-                self._run_one(job)
-            finally:
-                with self._lock:
-                    self._current = None
+    def _requeue_interrupted(self) -> None:
+        for job_id in self.store.requeue_interrupted():
+            log.info("job %s was running when the service stopped: resuming it", job_id)
+
+    def _claim(self) -> Job | None:
+        return self.store.claim_next()
+
+    def _id(self, job: Job) -> str:
+        return job.id
+
+    def _cancel_requested(self, job: Job) -> bool:
+        return self.store.get(job.id).cancel_requested
 
     def _run_one(self, job: Job) -> None:
         log.info("job %s: %s", job.id, "resuming" if job.attempts > 1 else "starting")

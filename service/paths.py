@@ -86,8 +86,14 @@ class DataRoots:
                 return str(p.relative_to(root))
         return p.name
 
-    def scrub(self, text: str) -> str:
-        return scrub(text, self.roots)
+    def scrub(self, text: str, *, urls: bool = False) -> str:
+        """`text` without server paths; with `urls`, store paths made relative to their root too
+        (for records shown as data, like an export's; error messages keep the URL the client named)."""
+        text = scrub(text, self.roots)
+        if urls:
+            for url_root in sorted(self.url_roots, key=len, reverse=True):
+                text = text.replace(url_root, "")
+        return text
 
     @staticmethod
     def _check_lengths(path: Path, root: Path, raw: str, field: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from corpus import storage
 from corpus.export.common import (
     EXPORT_RECORD,
     ExportConfig,
@@ -44,7 +45,7 @@ def run_export(config: ExportConfig, cancel: threading.Event | None = None) -> d
     """Write the export into a staged directory and rename it onto `config.out`; returns the record
     (what `export.json` holds). Setting `cancel` stops it (JobCancelledError) and leaves no directory."""
     source = ManifestSource.open(config.manifest, cancel)
-    with staged_directory(Path(config.out), config.overwrite) as directory:
+    with staged_directory(storage.job_path(config.out), config.overwrite) as directory:
         return EXPORTERS[config.format](config, source, directory)
 
 

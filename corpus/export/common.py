@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from corpus import confine
+from corpus import confine, storage
 from corpus.fsutil import dumps_json, write_bytes_atomic
 from corpus.manifest import (
     MANIFEST_NAME,
@@ -36,6 +36,8 @@ from corpus.manifest import (
     resolve_shard,
     shard_base,
 )
+from corpus.shard_fetch import open_shard
+from corpus.storage import JobPath, RemotePath
 from scoring.errors import ConfigError, InputError, JobCancelledError
 
 ExportFormat = Literal["mds", "megatron", "hf", "energon"]
@@ -67,8 +69,12 @@ class ExportConfig(ExportOptions):
     """One export, declared once (with ExportOptions): the CLI flags, the HTTP body and the job
     option are this model, or its options."""
 
-    manifest: str = Field(description="a manifest.json, or the finished job directory holding it")
-    out: str = Field(description="the export directory (created; refused if it exists, unless overwrite)")
+    manifest: str = Field(
+        description="a manifest.json, or the finished job directory holding it (a path or a store URL)"
+    )
+    out: str = Field(
+        description="the export directory, a path or a store URL (created; refused if it exists, unless overwrite)"
+    )
     tokenizer: str | None = Field(
         default=None, description="megatron: a tokenizer directory (default: the service's teacher)"
     )
@@ -76,7 +82,9 @@ class ExportConfig(ExportOptions):
     @model_validator(mode="after")
     def _check(self) -> ExportConfig:
         if is_url(self.manifest):
-            raise ConfigError(f"manifest={self.manifest!r}: exports read a local manifest, not a URL")
+            raise ConfigError(
+                f"manifest={self.manifest!r}: exports read a manifest from a path or a store URL, not an http(s) URL"
+            )
         if self.format != "megatron" and (self.tokenizer is not None or self.allow_other_tokenizer):
             raise ConfigError(
                 f"tokenizer={self.tokenizer!r} is only used by format='megatron', not {self.format!r}"
@@ -145,13 +153,40 @@ class ManifestSource:
 
     @classmethod
     def open(cls, location: str, cancel: threading.Event | None = None) -> ManifestSource:
-        confine.check(location)  # as the shards are, when confined (the manifest is read whole, here)
+        if not storage.is_remote(location):  # a store URL is checked by storage, on every access
+            confine.check(location)  # as the shards are, when confined (the manifest is read whole, here)
         return cls(load_manifest(location), shard_base(location), cancel)
 
+    @property
+    def remote(self) -> bool:
+        return storage.is_remote(self.base)
+
+    def metadata(self, entry: ShardEntry) -> pq.FileMetaData:
+        """A shard's parquet footer. On a store, read by range, footer only: its bytes are checked
+        against the manifest's sha256 when `batches` reads them, before the export is published."""
+        if not self.remote:
+            return self.parquet(entry).metadata
+        path = storage.job_path(resolve_shard(self.base, entry.path))
+        with storage.open_read(path) as fh:
+            return pq.ParquetFile(fh).metadata
+
+    @contextlib.contextmanager
+    def opened(self, entry: ShardEntry) -> Iterator[pq.ParquetFile]:
+        """The shard to read. On a store, downloaded to a temporary file and hashed as it arrives
+        (corpus/shard_fetch.py: a mismatch is an InputError), removed when done."""
+        if not self.remote:
+            yield self.parquet(entry)
+            return
+        shard = open_shard(self.base, entry, headers=None, verify=True)
+        try:
+            yield shard.file
+        finally:
+            shard.close()
+
     def parquet(self, entry: ShardEntry) -> pq.ParquetFile:
-        """The shard, its sha256 checked first, once per export: an export of a changed shard would
-        silently disagree with the manifest, and a truncated one is named rather than left to fail
-        in the parquet reader."""
+        """A local shard, its sha256 checked first, once per export: an export of a changed shard
+        would silently disagree with the manifest, and a truncated one is named rather than left to
+        fail in the parquet reader."""
         path = resolve_shard(self.base, entry.path)
         if path not in self._verified:
             if _sha256(Path(path)) != entry.sha256:
@@ -166,20 +201,20 @@ class ManifestSource:
         for entry in self.manifest.shards:
             path = resolve_shard(self.base, entry.path)
             documents = 0
-            parquet = self.parquet(entry)
-            for i in range(parquet.num_row_groups):
-                if self.cancel is not None and self.cancel.is_set():
-                    raise JobCancelledError(f"export cancelled while reading shard {entry.path!r}")
-                batch = parquet.read_row_group(i)
-                repeats = batch.column("repeats")
-                documents += int(pc.sum(repeats).as_py() or 0)
-                for r in pc.unique(repeats).to_pylist():
-                    if r is None or r < 1:
-                        raise InputError(
-                            f"shard {path!r} has a row with repeats={r!r}; kept rows repeat >= 1"
-                        )
-                    for part in batch.filter(pc.equal(repeats, r)).to_batches():
-                        yield int(r), part
+            with self.opened(entry) as parquet:
+                for i in range(parquet.num_row_groups):
+                    if self.cancel is not None and self.cancel.is_set():
+                        raise JobCancelledError(f"export cancelled while reading shard {entry.path!r}")
+                    batch = parquet.read_row_group(i)
+                    repeats = batch.column("repeats")
+                    documents += int(pc.sum(repeats).as_py() or 0)
+                    for r in pc.unique(repeats).to_pylist():
+                        if r is None or r < 1:
+                            raise InputError(
+                                f"shard {path!r} has a row with repeats={r!r}; kept rows repeat >= 1"
+                            )
+                        for part in batch.filter(pc.equal(repeats, r)).to_batches():
+                            yield int(r), part
             if documents != entry.documents:
                 raise InputError(
                     f"shard {path!r} holds {documents} documents, the manifest says {entry.documents}"
@@ -195,11 +230,30 @@ def _sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def staged_directory(out: Path, overwrite: bool) -> Iterator[Path]:
+def staged_directory(out: JobPath, overwrite: bool) -> Iterator[Path]:
     """A temporary sibling of `out` to build into, renamed onto `out` on success and removed on any
-    failure: an export directory is either absent or whole (like a job without its manifest)."""
-    if out.exists() and not overwrite:
-        raise ConfigError(f"out={str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
+    failure: an export directory is either absent or whole (like a job without its manifest).
+
+    On a store, the directory is built in a local temporary directory (as much local disk as the
+    export), then uploaded with export.json last (storage.publish_tree): a reader takes an export
+    prefix for whole only once export.json is there."""
+    if storage.exists(out) and not overwrite:
+        unfinished = isinstance(out, RemotePath) and not storage.is_file(out / EXPORT_RECORD)
+        raise ConfigError(
+            f"out={str(out)!r} exists"
+            + (f" (objects without {EXPORT_RECORD}: an interrupted export?)" if unfinished else "")
+            + "; pass overwrite=True (--overwrite) to replace it"
+        )
+    if isinstance(out, RemotePath):
+        storage.check_bucket(out)  # a missing bucket is named before the export is built
+        tmp = Path(tempfile.mkdtemp(prefix="reweigh-export-"))
+        try:
+            with confine.also_private(tmp):
+                yield tmp
+            storage.publish_tree(tmp, out, last=EXPORT_RECORD)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     confine.check(out.parent)  # in a service job: the directory may have been swapped for a symlink
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -232,9 +286,7 @@ def write_record(
         "format_version": EXPORT_FORMAT_VERSION,
         "export": config.format,
         "manifest": {
-            "path": str(Path(config.manifest).resolve() / MANIFEST_NAME)
-            if Path(config.manifest).is_dir()
-            else str(Path(config.manifest).resolve()),
+            "path": _manifest_location(config.manifest),
             "digest": source.manifest.fingerprint.get("digest"),
             "rows_out": source.manifest.totals.rows_out,
             "documents_out": source.manifest.totals.documents_out,
@@ -244,6 +296,15 @@ def write_record(
     }
     write_bytes_atomic(directory / EXPORT_RECORD, dumps_json(record))
     return record
+
+
+def _manifest_location(manifest: str) -> str:
+    """The manifest file's absolute path, or its URL."""
+    if storage.is_remote(manifest):
+        url = manifest.rstrip("/")
+        return url if url.endswith("/" + MANIFEST_NAME) else f"{url}/{MANIFEST_NAME}"
+    path = Path(manifest.removeprefix("file://")).resolve()
+    return str(path / MANIFEST_NAME if path.is_dir() else path)
 
 
 def check_expanded_totals(source: ManifestSource, groups: list[Group]) -> None:

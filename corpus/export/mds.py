@@ -43,7 +43,7 @@ def column_encodings(source: ManifestSource) -> dict[str, str]:
     schema: pa.Schema | None = None
     nullable: set[str] = set()
     for entry in source.manifest.shards:
-        meta = source.parquet(entry).metadata
+        meta = source.metadata(entry)
         schema = schema or meta.schema.to_arrow_schema()
         for i in range(meta.num_row_groups):
             group = meta.row_group(i)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from corpus import storage
 from corpus.export.common import (
     ExportConfig,
     GroupStats,
@@ -118,8 +119,10 @@ def export_megatron(config: ExportConfig, source: ManifestSource, directory: Pat
     weights = [g.repeats * tokens[g.repeats] for g in groups]
     blend = {"prefixes": [g.name for g in groups], "weights": weights}
     (directory / "blend.json").write_bytes(dumps_json(blend))
-    final = Path(config.out).resolve()
-    line = " ".join(f"{w} {final / g.name}" for w, g in zip(weights, groups, strict=True))
+    # Where the prefixes will be: the export directory's absolute path, or its store URL (Megatron
+    # reads local files: the README says to copy a store export to the nodes' disks and rewrite it).
+    final = config.out.rstrip("/") if storage.is_remote(config.out) else str(Path(config.out).resolve())
+    line = " ".join(f"{w} {final}/{g.name}" for w, g in zip(weights, groups, strict=True))
     (directory / "data_path.txt").write_text(f"--data-path {line}\n")
     loader = copy_loader_script(LOADER, directory)
     body = {

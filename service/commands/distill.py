@@ -9,18 +9,23 @@ hashes), so a sample joined with the wrong texts is refused rather than learnt f
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from corpus import storage
 from corpus.layout import JOB_FILE, SCORES_DIR
 from corpus.readers import read_documents
+from corpus.storage import JobPath, RemotePath
 from scoring.errors import InputError
 from scoring.proxy.features import FAMILIES
+from scoring.proxy.model import CARD_NAME
 from scoring.proxy.train import DistillConfig, Sample, distill, format_report
 from scoring.types import content_hash
 
@@ -36,11 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(or a rewrite job's directory) and the texts it scored; hold out a split and report agreement.",
     )
     p.add_argument("--scores", nargs="+", required=True, metavar="PATH",
-                   help="parquet files written by `reweigh score`, or one rewrite output directory")
-    p.add_argument("--texts", nargs="+", required=True, metavar="INPUT", help="the scored inputs, in the same order")
+                   help="parquet files written by `reweigh score`, or one rewrite output directory (paths or store URLs)")
+    p.add_argument("--texts", nargs="+", required=True, metavar="INPUT",
+                   help="the scored inputs, in the same order (paths or store URLs)")
     p.add_argument("--tokenizer", required=True, metavar="DIR",
                    help="the pair's tokenizer (the teacher's or reference's directory)")
-    p.add_argument("--out", required=True, metavar="PROXY_DIR", help="the proxy directory to write (replaced if present)")
+    p.add_argument("--out", required=True, metavar="PROXY_DIR",
+                   help="the proxy directory to write, a path or a store URL (replaced if present)")
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="id")
     defaults = DistillConfig()
@@ -56,22 +63,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _score_tables(paths: list[Path]) -> tuple[pa.Table, dict[str, Any] | None]:
+def _chunk_files(job: JobPath) -> list[JobPath]:
+    """A rewrite job's score checkpoints, scores/<shard>/chunk-NNNNN.parquet, in input order."""
+    scores = job / SCORES_DIR
+    return [
+        scores / shard / name
+        for shard in storage.names_in(scores)
+        for name in storage.names_in(scores / shard)
+        if fnmatch.fnmatchcase(name, "chunk-*.parquet")
+    ]
+
+
+def _score_tables(paths: list[JobPath]) -> tuple[pa.Table, dict[str, Any] | None]:
     """The score rows in input order, and the pair's fingerprint when the files carry it."""
-    if len(paths) == 1 and paths[0].is_dir():
+    if len(paths) == 1 and storage.is_dir(paths[0]):
         job = paths[0]
-        chunks = sorted(job.glob(f"{SCORES_DIR}/*/chunk-*.parquet"))
+        chunks = _chunk_files(job)
         if not chunks:
             raise InputError(f"{str(job)!r} holds no scored chunks under {SCORES_DIR}/ (not a rewrite job directory?)")
         fingerprint = None
-        if (job / JOB_FILE).is_file():
-            fingerprint = json.loads((job / JOB_FILE).read_text()).get("fingerprint", {}).get("engine")
-        return pa.concat_tables([pq.read_table(c) for c in chunks], promote_options="permissive"), fingerprint
+        if storage.is_file(job / JOB_FILE):
+            fingerprint = storage.read_json(job / JOB_FILE).get("fingerprint", {}).get("engine")
+        tables = [storage.read_parquet(c) for c in chunks]
+        return pa.concat_tables(tables, promote_options="permissive"), fingerprint
     tables, fingerprints = [], []
     for path in paths:
-        if not path.is_file():
+        if not storage.is_file(path):
             raise InputError(f"scores file {str(path)!r} does not exist")
-        table = pq.read_table(path)
+        table = storage.read_parquet(path)
         meta = table.schema.metadata or {}
         fingerprints.append(json.loads(meta[FINGERPRINT_KEY]) if FINGERPRINT_KEY in meta else None)
         tables.append(table.replace_schema_metadata(None))
@@ -82,14 +101,14 @@ def _score_tables(paths: list[Path]) -> tuple[pa.Table, dict[str, Any] | None]:
 
 
 def load_sample(
-    score_paths: list[Path], text_paths: list[Path], text_field: str, id_field: str
+    score_paths: list[JobPath], text_paths: list[JobPath], text_field: str, id_field: str
 ) -> tuple[Sample, dict[str, Any] | None]:
     table, fingerprint = _score_tables(score_paths)
     ids = table.column("id").to_pylist()
     hashes = table.column("content_hash").to_pylist() if "content_hash" in table.column_names else None
     texts: list[str] = []
     for path in text_paths:
-        if not path.exists():
+        if not storage.exists(path):
             raise InputError(f"texts input {str(path)!r} does not exist")
         for doc in read_documents(path, text_field=text_field, id_field=id_field):
             row = len(texts)
@@ -124,15 +143,28 @@ def run(args: argparse.Namespace) -> int:
         hash_bits=args.hash_bits,
         spearman_tolerance=args.spearman_tolerance,
     )
-    sample, fingerprint = load_sample([Path(p) for p in args.scores], [Path(p) for p in args.texts],
-                                      args.text_field, args.id_field)
+    out = storage.job_path(args.out)
+    if isinstance(out, RemotePath):
+        storage.check_bucket(out)  # before the sample is read and the proxy trained
+    sample, fingerprint = load_sample([storage.job_path(p) for p in args.scores],
+                                      [storage.job_path(p) for p in args.texts], args.text_field, args.id_field)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     if fingerprint is not None:
         from scoring.fingerprint import tokenizer_sha256
 
         if fingerprint.get("tokenizer_sha256") not in (None, tokenizer_sha256(tokenizer)):
             raise InputError(f"the tokenizer in {args.tokenizer!r} is not the one of the pair that scored the sample")
-    result = distill(sample, tokenizer, Path(args.out), config, pair_fingerprint=fingerprint)
+    if isinstance(out, Path):
+        result = distill(sample, tokenizer, out, config, pair_fingerprint=fingerprint)
+    else:
+        # Trained into a local directory as usual, then uploaded with proxy.json (what makes a
+        # directory a proxy) last, so a half-uploaded proxy is never loadable.
+        staging = Path(tempfile.mkdtemp(prefix="reweigh-proxy-"))
+        try:
+            result = distill(sample, tokenizer, staging / "proxy", config, pair_fingerprint=fingerprint)
+            storage.publish_tree(staging / "proxy", out, last=CARD_NAME)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     print(format_report(result.report))
     print(f"proxy written to {args.out}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
+from corpus import storage
 from corpus.storage import JobPath
 from scoring.errors import JobStateError
 from service.auth import PrincipalDep
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/v1", tags=["exports"])
 def export_view(export: Export, output: JobPath, roots: DataRoots) -> ExportView:
     record = export.record
     if record is not None:  # clients see paths relative to the data roots, never the server's
-        record = json.loads(roots.scrub(json.dumps(record, ensure_ascii=False)))
+        record = json.loads(roots.scrub(json.dumps(record, ensure_ascii=False), urls=True))
         if record.get("tokenizer"):  # the service's teacher: not under a data root
             record["tokenizer"] = Path(record["tokenizer"]).name
     return ExportView(
@@ -74,7 +75,7 @@ def create_export(
     if job.state != "succeeded":
         raise JobStateError(f"job {job_id} is {job.state}; it can be exported once it has succeeded")
     config = export_config_for(job.output, body, settings.teacher)  # a bad combination: 422 before queueing
-    if Path(config.out).exists() and not config.overwrite:
+    if storage.exists(storage.job_path(config.out)) and not config.overwrite:
         raise JobStateError(f"job {job_id} already has a {body.format} export; pass overwrite=true to redo it")
     (export,) = runtime.exports.create(job, [body], "request")
     runtime.export_runner.notify()

@@ -4,6 +4,8 @@ in a child process, reached by s3fs/botocore through the usual environment varia
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -101,3 +103,52 @@ def remote_tree(url: str) -> dict[str, bytes]:
     fs = fresh_fs()
     prefix = url.removeprefix("s3://").rstrip("/") + "/"
     return {key[len(prefix) :]: fs.cat_file(key) for key in sorted(fs.find(prefix))}
+
+
+@contextlib.contextmanager
+def read_only_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A second server that enforces IAM after its first 4 requests, which create a bucket and a
+    user allowed to read and list it only; the environment holds that user's keys. Yields the bucket."""
+    import boto3
+
+    server = MotoServer({"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+        iam, s3 = boto3.client("iam"), boto3.client("s3")
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:Get*", "s3:List*", "s3:HeadBucket"],
+                    "Resource": ["arn:aws:s3:::read-only", "arn:aws:s3:::read-only/*"],
+                }
+            ],
+        }
+        iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps(policy))
+        s3.create_bucket(Bucket="read-only")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        fresh_fs()
+        yield "read-only"
+    finally:
+        server.stop()
+        monkeypatch.undo()
+        fresh_fs()
+
+
+@contextlib.contextmanager
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No S3 credentials anywhere the client looks (environment, files)."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    fresh_fs()  # drop the cached filesystem that holds the credentials found before
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        fresh_fs()

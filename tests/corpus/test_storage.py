@@ -35,7 +35,16 @@ from scoring.protocols import BuiltScorer
 from tests.corpus.fakes import FakeEngine, FakeSpec
 from tests.corpus.golden import case_config
 from tests.corpus.helpers import make_rows, tree_bytes, write_jsonl
-from tests.corpus.s3 import MotoServer, bucket, fresh_fs, remote_tree, s3_server, upload_dir
+from tests.corpus.s3 import (
+    MotoServer,
+    bucket,
+    fresh_fs,
+    no_credentials,
+    read_only_store,
+    remote_tree,
+    s3_server,
+    upload_dir,
+)
 
 __all__ = ["bucket", "s3_server"]  # fixtures, imported for pytest
 
@@ -218,6 +227,123 @@ def test_loader_cache_serves_later_epochs_and_stays_under_its_limit(
         ManifestDataset(url, cache_dir=tmp_path / "tight", cache_limit_bytes=limit - 1)
 
 
+def test_workers_sharing_a_cache_download_each_shard_once(
+    local_job: tuple[Path, Counter[str]], bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 DataLoader workers of one node reach the same shards together: one download each."""
+    job, want = local_job
+    url = f"s3://{bucket}/job"
+    upload_dir(job, url)
+    log = tmp_path / "downloads.log"
+    download = corpus.shard_fetch._download_object
+
+    def logged(location: str, directory: str | None) -> Any:
+        with log.open("a") as fh:
+            fh.write(location + "\n")
+        return download(location, directory)
+
+    monkeypatch.setattr(corpus.shard_fetch, "_download_object", logged)  # inherited by the forked workers
+    ds = ManifestDataset(url, batch_size=2, cache_dir=tmp_path / "cache", cache_limit_bytes=1 << 30)
+    dl = DataLoader(ds, batch_size=2, num_workers=4, collate_fn=lambda b: b, multiprocessing_context="fork")
+    assert Counter(row["id"] for batch in dl for row in batch) == want
+    downloads = log.read_text().splitlines()
+    assert sorted(downloads) == sorted({*downloads}) and len(downloads) == len(ds.manifest.shards)
+
+
+class _DiesOnSecondChunk:
+    """A sha256 whose second update kills the process: a loader killed mid-download."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def update(self, data: bytes) -> None:
+        self.updates += 1
+        if self.updates == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _download_then_die(url: str, cache: Path) -> None:
+    corpus.shard_fetch._CHUNK = 1024
+    corpus.shard_fetch.hashlib = type("hashlib", (), {"sha256": _DiesOnSecondChunk})  # type: ignore[assignment]
+    ds = ManifestDataset(url, cache_dir=cache, cache_limit_bytes=1 << 30, shuffle=False)
+    next(iter(ds))
+    os._exit(0)
+
+
+def test_a_killed_download_leaves_a_part_file_that_the_next_open_removes(
+    local_job: tuple[Path, Counter[str]], bucket: str, tmp_path: Path
+) -> None:
+    job, want = local_job
+    url = f"s3://{bucket}/job"
+    upload_dir(job, url)
+    cache = tmp_path / "cache"
+    proc = _fork.Process(target=_download_then_die, args=(url, cache))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL
+    [orphan] = cache.glob("*.part")
+    assert not list(cache.glob("*.parquet"))  # a part is never taken for a shard
+
+    # Within the grace period a .part may be a download that has not locked it yet: kept.
+    ManifestDataset(url, cache_dir=cache, cache_limit_bytes=1 << 30)
+    assert orphan.exists()
+    # Older than that and unlocked: the process died. A locked one belongs to a live download.
+    live = cache / "reweigh-shard-live.part"
+    live.write_bytes(b"being written")
+    old = orphan.stat().st_mtime - 2 * corpus.shard_fetch.ORPHAN_GRACE_S
+    for path in (orphan, live):
+        os.utime(path, (old, old))
+    with live.open("rb") as held:
+        import fcntl
+
+        fcntl.flock(held, fcntl.LOCK_EX)
+        ds = ManifestDataset(url, cache_dir=cache, cache_limit_bytes=1 << 30)
+        assert not orphan.exists() and live.exists()
+        assert Counter(row["id"] for row in ds) == want
+    assert sorted(p.name for p in cache.glob("*.part")) == [live.name]
+
+
+def test_any_fsspec_filesystem_serves_a_job(tmp_path: Path) -> None:
+    """The layer is fsspec's, not S3's: a job from and to fsspec's in-memory filesystem
+    (memory://, no buckets) has the local run's bytes, and the loader and exports read it."""
+    import uuid
+
+    import fsspec
+
+    from corpus.export import ExportConfig, run_export
+
+    local_in, local_out = tmp_path / "in", tmp_path / "out"
+    config = case_config("top_fraction_guards", local_in, local_out)
+    run_rewrite(config, FakeSpec())
+    root = f"memory://reweigh-{uuid.uuid4().hex[:8]}"
+    memory = fsspec.filesystem("memory")
+    for path in sorted(local_in.iterdir()):
+        memory.pipe_file(f"{root}/in/{path.name}", path.read_bytes())
+    inputs = [f"{root}/in/{Path(p).name}" for p in config.inputs]
+    remote = config.model_copy(update={"inputs": inputs, "output": f"{root}/out"})
+    result = run_rewrite(remote, FakeSpec())
+
+    prefix = root.removeprefix("memory://")
+    got = {
+        key.split(f"{prefix}/out/", 1)[1]: memory.cat_file(key) for key in memory.find(f"{prefix}/out")
+    }
+    want = _as_remote(tree_bytes(local_out), got, local_in, f"{root}/in")
+    assert set(got) == set(want)
+    assert all(got[name] == want[name] for name in want if name != "job.json")
+    assert run_rewrite(remote, FakeSpec()).already_done
+
+    rows = Counter(row["id"] for row in ManifestDataset(f"{root}/out", seed=1))
+    assert sum(rows.values()) == result.manifest.totals.documents_out
+    # Exports between the two (a file:// URL is a local path), export.json uploaded last.
+    record = run_export(ExportConfig(format="hf", manifest=f"{root}/out", out=f"file://{tmp_path}/hf"))
+    assert (tmp_path / "hf" / "export.json").is_file() and record["manifest"]["path"] == f"{root}/out/manifest.json"
+    run_export(ExportConfig(format="hf", manifest=f"file://{local_out}", out=f"{root}/hf"))
+    exported = {key.split(f"{prefix}/hf/", 1)[1]: memory.cat_file(key) for key in memory.find(f"{prefix}/hf")}
+    want_export = tree_bytes(tmp_path / "hf")
+    assert exported.pop("export.json") and want_export.pop("export.json")
+    assert exported == want_export
+
+
 # ------------------------------------------------------------------------------------------- errors
 
 
@@ -244,52 +370,21 @@ def test_missing_input_object_and_empty_pattern(tmp_path: Path, bucket: str) -> 
 def test_missing_credentials_names_the_url(
     tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    fresh_fs()  # drop the cached filesystem that holds the credentials found before
-    try:
-        with pytest.raises(StorageCredentialsError, match=rf"'s3://{bucket}/out'.*AWS_ACCESS_KEY_ID"):
-            run_rewrite(_job(tmp_path, f"s3://{bucket}/out"), FakeSpec())
-    finally:
-        monkeypatch.undo()
-        fresh_fs()
+    with (
+        no_credentials(monkeypatch, tmp_path),
+        pytest.raises(StorageCredentialsError, match=rf"'s3://{bucket}/out'.*AWS_ACCESS_KEY_ID"),
+    ):
+        run_rewrite(_job(tmp_path, f"s3://{bucket}/out"), FakeSpec())
 
 
 def test_permission_denied_names_the_url(
     tmp_path: Path, s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A server that enforces IAM after its first 4 requests, which create a read-only user and a bucket."""
-    import boto3
-
-    server = MotoServer({"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
-    try:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
-        iam, s3 = boto3.client("iam"), boto3.client("s3")
-        iam.create_user(UserName="reader")
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": ["s3:Get*", "s3:List*", "s3:HeadBucket"],
-                    "Resource": ["arn:aws:s3:::read-only", "arn:aws:s3:::read-only/*"],
-                }
-            ],
-        }
-        iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps(policy))
-        s3.create_bucket(Bucket="read-only")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-        fresh_fs()
-        with pytest.raises(StoragePermissionError, match=r"'s3://read-only/out/job.json' denied"):
-            run_rewrite(_job(tmp_path, "s3://read-only/out"), FakeSpec())
-    finally:
-        server.stop()
-        monkeypatch.undo()
-        fresh_fs()
+    with (
+        read_only_store(monkeypatch) as name,
+        pytest.raises(StoragePermissionError, match=rf"'s3://{name}/out/job.json' denied"),
+    ):
+        run_rewrite(_job(tmp_path, f"s3://{name}/out"), FakeSpec())
 
 
 def test_service_maps_storage_errors_to_http() -> None:

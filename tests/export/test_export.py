@@ -210,7 +210,7 @@ def test_bad_requests_are_named(job: Path, tmp_path: Path) -> None:
     # Checked when the config is built (pydantic wraps the ConfigError in its ValidationError).
     with pytest.raises(ValueError, match="only used by format='megatron'"):
         export(job, tmp_path / "x", "hf", tokenizer="t")
-    with pytest.raises(ValueError, match="not a URL"):
+    with pytest.raises(ValueError, match="not an http"):
         export(Path("http://h/v1/manifests/j"), tmp_path / "x", "hf")  # type: ignore[arg-type]
 
 

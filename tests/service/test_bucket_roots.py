@@ -4,6 +4,7 @@ there, manifests and shards are served from there, and the same confinement hold
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.corpus.s3 import bucket, fresh_fs, s3_server
 from tests.service.conftest import AUTH, write_jsonl
+from tests.service.test_exports import wait_for_export
 from tests.service.test_jobs import submit, wait_for
 
 __all__ = ["bucket", "s3_server"]  # fixtures, imported for pytest
@@ -39,6 +41,17 @@ def test_job_over_a_bucket_data_root(
     assert client.get(f"/v1/jobs/{job['id']}/diagnostics", headers=AUTH).status_code == 200
     assert client.get(f"/ui/jobs/{job['id']}", headers=AUTH).status_code == 200
 
+    # Its export is written to the bucket, beside the job's files, its record uploaded last.
+    made = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "hf"}, headers=AUTH)
+    assert made.status_code == 202, made.text
+    export = wait_for_export(client, made.headers["location"])
+    assert export["state"] == "succeeded", export
+    assert export["directory"] == "out/exports/hf" and root not in json.dumps(export), export
+    assert export["record"]["manifest"]["documents_out"] == manifest["totals"]["documents_out"]
+    assert fresh_fs().isfile(f"{bucket}/data/out/exports/hf/export.json")
+    again = client.post(f"/v1/jobs/{job['id']}/exports", json={"format": "hf"}, headers=AUTH)
+    assert again.status_code == 409 and "already has a hf export" in again.text, again.text
+
 
 def test_bucket_roots_confine_urls(
     make_client: Callable[..., TestClient], data_root: Path, bucket: str
@@ -52,10 +65,6 @@ def test_bucket_roots_confine_urls(
         "/v1/jobs", json={"inputs": [f"{root}/none.jsonl"], "output": f"{root}/out"}, headers=AUTH
     )
     assert r.status_code == 422 and f"{root}/none.jsonl" in r.json()["detail"]
-    fresh_fs().pipe_file(f"{bucket}/data/a.jsonl", b'{"text": "a"}\n')
-    body = {"inputs": [f"{root}/a.jsonl"], "output": f"{root}/out", "exports": [{"format": "hf"}]}
-    r = client.post("/v1/jobs", json=body, headers=AUTH)  # exports read and write a local directory
-    assert r.status_code == 422 and "object store" in r.json()["detail"], r.text
 
 
 def test_missing_bucket_under_a_root_is_404_naming_it(
