@@ -2,6 +2,8 @@
 
     python bench/selection.py --docs 1000000 --check      # the steps' output == the in-memory oracle's?
     python bench/selection.py --docs 10000000 --workers 2 # driver peak RSS, wall, bytes per document
+    python bench/selection.py --groups 8 --check          # stratified by 8 groups of unequal size
+    python bench/selection.py --method soft --target-tokens 100000000 --check   # soft, a token target
 
 Synthetic scores chunk files are written first (tests/corpus/synthetic_scores.py: coarse scores with
 many ties, ~5% not scored, ~10% duplicate hashes), in a subprocess of their own. Then the job's
@@ -35,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpus.config import SelectionConfig
 from corpus.executor.base import Executor, Result, Step, StepContext, StepProgressFn, run_task
 from corpus.scores import ShardScores
-from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.select_run import run_selection
 from scoring.protocols import ScorerSpec
-from tests.corpus.synthetic_scores import write_synthetic_scores
+from tests.corpus.select_oracle import SelectInMemory
+from tests.corpus.synthetic_scores import write_synthetic_labels, write_synthetic_scores
 
 
 def _task(out: Path, step: Step, rank: int) -> Result:
@@ -72,22 +74,37 @@ def _shards(out: Path) -> tuple[tuple[int, ShardScores], ...]:
     return tuple((i, ShardScores(**s)) for i, s in json.loads((out / "shards.json").read_text()))
 
 
-def generate(out: Path, docs: int, per_input: int, chunk_docs: int, seed: int) -> None:
+GROUP_FIELD = "source"
+
+
+def group_labels(groups: int) -> list[str]:
+    return [f"g{i:02d}" for i in range(groups)]
+
+
+def generate(out: Path, docs: int, per_input: int, chunk_docs: int, seed: int, groups: int) -> None:
     inputs, rows = inputs_of(docs, per_input)
     shards = write_synthetic_scores(out, inputs, rows, chunk_docs, seed=seed, decimals=3)
+    if groups:
+        write_synthetic_labels(out, GROUP_FIELD, shards, chunk_docs, group_labels(groups), seed=seed)
     (out / "shards.json").write_text(json.dumps([[i, s.__dict__] for i, s in shards]))
 
 
-def select(out: Path, mode: str, config: SelectionConfig, chunk_docs: int, per_input: int, workers: int, seed: int) -> dict[str, Any]:
+def select(
+    out: Path, mode: str, config: SelectionConfig, chunk_docs: int, per_input: int, workers: int, seed: int, groups: int
+) -> dict[str, Any]:
     shards = _shards(out)
     inputs = tuple(inputs_of(sum(s.rows for _, s in shards), per_input)[0])
+    field = GROUP_FIELD if groups else None
     started = time.perf_counter()
     if mode == "oracle":
-        result = SelectInMemory(out, inputs, shards, config, seed).run(0, StepContext())
+        result = SelectInMemory(out, inputs, shards, config, seed, field).run(0, StepContext())
     else:
         executor = PoolExecutor(workers)
         try:
-            result = run_selection(executor, out, inputs, shards, chunk_docs, config, seed, name="select-bench")
+            result = run_selection(
+                executor, out, inputs, shards, chunk_docs, config, seed, name="select-bench",
+                group_field=field, labels=tuple(sorted(group_labels(groups))),
+            )
         finally:
             executor.close()
     seconds = time.perf_counter() - started
@@ -119,28 +136,35 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--method", choices=["top-fraction", "soft"], default="top-fraction")
     p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--target-tokens", type=int, help="soft: a token target (default: as many documents as eligible)")
+    p.add_argument("--groups", type=int, default=0, help="stratify by this many synthetic groups of unequal size")
     p.add_argument("--min-teacher-logprob", type=float, default=-4.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="also run the in-memory oracle and compare")
     p.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed)")
     p.add_argument("--phase", choices=["generate", "distributed", "oracle"], help=argparse.SUPPRESS)
     args = p.parse_args()
+    strata = {"stratify_by": GROUP_FIELD} if args.groups else {}
     config = (
-        SelectionConfig(ratio=args.ratio, min_teacher_logprob=args.min_teacher_logprob)
+        SelectionConfig(ratio=args.ratio, min_teacher_logprob=args.min_teacher_logprob, **strata)
         if args.method == "top-fraction"
-        else SelectionConfig(method="soft", min_teacher_logprob=args.min_teacher_logprob)
+        else SelectionConfig(
+            method="soft", min_teacher_logprob=args.min_teacher_logprob, target_tokens=args.target_tokens, **strata
+        )
     )
     if args.phase == "generate":
-        generate(args.dir, args.docs, args.per_input, args.chunk_docs, args.seed)
+        generate(args.dir, args.docs, args.per_input, args.chunk_docs, args.seed, args.groups)
         return 0
     if args.phase:
-        print(json.dumps(select(args.dir, args.phase, config, args.chunk_docs, args.per_input, args.workers, args.seed)))
+        result = select(args.dir, args.phase, config, args.chunk_docs, args.per_input, args.workers, args.seed, args.groups)
+        print(json.dumps(result))
         return 0
 
     root = Path(args.dir or tempfile.mkdtemp(prefix="reweigh-bench-selection-", dir=os.environ.get("TMPDIR")))
     common = ["--dir", str(root), "--docs", str(args.docs), "--chunk-docs", str(args.chunk_docs)]
     common += ["--per-input", str(args.per_input), "--workers", str(args.workers), "--method", args.method]
     common += ["--ratio", str(args.ratio), "--min-teacher-logprob", str(args.min_teacher_logprob), "--seed", str(args.seed)]
+    common += ["--groups", str(args.groups)] + (["--target-tokens", str(args.target_tokens)] if args.target_tokens else [])
     try:
         t0 = time.perf_counter()
         _subprocess([*common, "--phase", "generate"])
@@ -170,6 +194,7 @@ def main() -> int:
     flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
     simd = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "sse4")))
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
+    print(f"selection: {config.model_dump(exclude_defaults=True)}")
     print(f"machine: {cpu}, {os.cpu_count()} cores, flags {' '.join(simd)}; load {os.getloadavg()[0]:.1f}")
     return 0
 

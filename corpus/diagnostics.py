@@ -20,6 +20,7 @@ the teacher puts no document in hard; one unrelated to it puts half of the teach
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -208,25 +209,52 @@ def pair_diagnostics(
     if groups is not None:
         labels = groups[ok]
         kept_repeats = repeats[ok]
-        total_repeats = int(kept_repeats.sum())
-        pair_labels = groups[pair_scored]
-        per_group = {}
+        # Within a group, rho is taken over its sampled documents when the whole is sampled.
+        in_sample = pair_scored if sample is None else pair_scored & sample
+        sample_labels, sample_teacher, sample_reference = groups[in_sample], teacher_logprob[in_sample], reference_logprob[in_sample]
+        counts = {}
         for label in sorted(set(labels.tolist())):
             mask = labels == label
-            in_pair = pair_labels == label
-            per_group[label] = {
-                **_kept_summary(mask, kept_repeats > 0),
-                "input_share": int(mask.sum()) / len(labels),
-                "output_share": int(kept_repeats[mask].sum()) / total_repeats if total_repeats else None,
-                "teacher_vs_reference": (
-                    rank_correlation(teacher[in_pair], reference[in_pair]) if in_pair.sum() >= MIN_DOCUMENTS else None
-                ),
-            }
-        result["groups"] = per_group
-        result["warnings"] = _within_groups(
-            result["warnings"], corr["teacher_vs_reference"], per_group, stratified
-        )
+            in_pair = sample_labels == label
+            counts[label] = GroupCounts(
+                int(mask.sum()),
+                int((kept_repeats[mask] > 0).sum()),
+                int(kept_repeats[mask].sum()),
+                rank_correlation(sample_teacher[in_pair], sample_reference[in_pair])
+                if in_pair.sum() >= MIN_DOCUMENTS
+                else None,
+            )
+        with_groups(result, counts, corr["teacher_vs_reference"], stratified)
     return result
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """One group's figures over its scored documents (in memory, or merged from chunks)."""
+
+    documents: int
+    kept: int  # repeated at least once
+    repeats: int
+    teacher_vs_reference: float | None  # over its (sampled) pair-scored documents; None under MIN_DOCUMENTS
+
+
+def with_groups(
+    result: dict[str, Any], counts: dict[str, GroupCounts], overall: float | None, stratified: bool
+) -> None:
+    """Adds the per-group shares (`groups`, by label) to the diagnostics, and revises the warnings."""
+    scored = sum(g.documents for g in counts.values())
+    total_repeats = sum(g.repeats for g in counts.values())
+    per_group = {
+        label: {
+            **kept_summary(g.documents, g.kept),
+            "input_share": g.documents / scored,
+            "output_share": g.repeats / total_repeats if total_repeats else None,
+            "teacher_vs_reference": g.teacher_vs_reference,
+        }
+        for label, g in sorted(counts.items())
+    }
+    result["groups"] = per_group
+    result["warnings"] = _within_groups(result["warnings"], overall, per_group, stratified)
 
 
 def _within_groups(

@@ -52,7 +52,6 @@ from corpus.selection_files import KeptChunk
 from corpus.steps.groups import LabelGroups
 from corpus.steps.score import ScoreInputs, scored_shards, skipped_inputs
 from corpus.steps.scorer_report import ScorerReport
-from corpus.steps.select_memory import SelectInMemory
 from corpus.steps.select_run import run_selection
 from corpus.steps.write import PlanShards, WriteShards
 from corpus.storage import JobPath
@@ -193,23 +192,18 @@ class _Job:
         c = self.config
         scored = tuple(sorted(shards.items()))
         field = c.groups
-        distributed = c.selection.method == "top-fraction" or c.selection.target_tokens is None
-        if field is None and self.kind == "pair" and distributed:
-            return run_selection(
-                self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
-                name=f"select-{upstream}", cancel=self.cancel,
-            )
-        # Groups (stratification, per-group report figures), soft token targets and documents a proxy
-        # scored (no log-probs, which the distributed diagnostics assume): in one worker's memory.
-        if field is not None:
-            labels = LabelGroups(
+        labels: tuple[str, ...] = ()
+        if field is not None:  # stratification, per-group report figures: each document's label
+            labelling = LabelGroups(
                 self.out, self.inputs, scored, field, c.text_field, c.id_field,
                 c.chunk_docs, name=f"groups-{_digest([{'field': field}])}-{upstream}",
             )
-            self.executor.run(self.out, labels, cancel=self.cancel)
-        step = SelectInMemory(self.out, self.inputs, scored, c.selection, c.seed, field, name=f"select-{upstream}")
-        [result] = self.executor.run(self.out, step, cancel=self.cancel)
-        return result
+            found = self.executor.run(self.out, labelling, cancel=self.cancel)
+            labels = tuple(sorted({label for r in found for label in r["groups"]}))
+        return run_selection(
+            self.executor, self.out, self.inputs, scored, c.chunk_docs, c.selection, c.seed,
+            name=f"select-{upstream}", cancel=self.cancel, group_field=field, labels=labels,
+        )
 
     def report_scorers(self, shards: dict[int, ShardScores], selection: dict[str, Any], upstream: str) -> Result:
         self.emit(RewriteProgress("auditing", 0, 0, 0, 1))

@@ -22,7 +22,7 @@ teacher log-prob: it is selected on its score like any other, and a teacher floo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,7 @@ def select(
     corpus-wide (a duplicate across groups is a duplicate), then each group is selected on its own.
     `chunk_starts`: where each stored chunk of the documents begins (soft selection's repeats are
     drawn from per-chunk prefix sums, so that the chunks can be drawn from one at a time; a stratum
-    is drawn as one chunk)."""
+    is drawn over the same chunks, from its own members in each)."""
     score_a = np.asarray(score, dtype=np.float64)
     teacher_a = np.asarray(teacher_logprob, dtype=np.float64)
     tokens_a = np.asarray(n_tokens, dtype=np.int64)
@@ -102,7 +102,7 @@ def select(
         labels = np.asarray(groups)
         if len(labels) != n:
             raise ValueError("groups must have one label per document")
-        weight, repeats, strata_out = _stratified(config, idx, labels, score_a, tokens_a, hash_a, n, seed)
+        weight, repeats, strata_out = _stratified(config, idx, labels, score_a, tokens_a, hash_a, n, seed, chunk_starts)
         threshold = scale = None
     elif config.method == "top-fraction":
         weight, repeats, threshold, scale = _top_fraction(config, idx, score_a, tokens_a, hash_a, n)
@@ -125,6 +125,7 @@ def _stratified(
     hashes: npt.NDArray[np.bytes_],
     n: int,
     seed: int,
+    chunk_starts: Sequence[int],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], dict[str, dict[str, Any]]]:
     """Each group's eligible documents selected with that group's config (corpus/stratify.py)."""
     names, inverse = np.unique(labels[idx], return_inverse=True)
@@ -158,7 +159,9 @@ def _stratified(
             w, r = np.zeros(m, dtype=np.float64), np.zeros(m, dtype=np.int64)
             info["soft_scale"] = None
         else:
-            w, r, scale = _soft(part.config, local, s, t, m, part.seed, (0,))
+            # Drawn chunk by chunk as a whole corpus is: the chunks' starts among the group's members.
+            starts = np.searchsorted(member, np.asarray(chunk_starts, dtype=np.int64))
+            w, r, scale = _soft(part.config, local, s, t, m, part.seed, [int(x) for x in starts])
             info["soft_scale"] = scale
         weight[member], repeats[member] = w, r
         info["kept_documents"] = int(np.count_nonzero(r))
@@ -302,6 +305,20 @@ def solve_log_scale(
     `totals(points)` gives the exact sums (`exact_sum`) at several log c at once: each call answers
     the next `depth` bisection steps (their 2**depth - 1 possible midpoints), so that over chunks a
     pass of reductions serves several steps; the steps taken are those of plain bisection."""
+    steps = bisect_log_scale(z_min, units_sum, documents, target, config, depth)
+    points = next(steps)
+    while True:
+        try:
+            points = steps.send(totals(points))
+        except StopIteration as done:
+            return float(done.value)
+
+
+def bisect_log_scale(
+    z_min: float, units_sum: float, documents: int, target: int, config: SelectionConfig, depth: int = 1
+) -> Generator[list[float], list[int], float]:
+    """`solve_log_scale` as a generator: yields the points it needs the exact sums at, is sent them,
+    returns log c. Several of them (one per group) then share each pass over the chunks."""
     lo_w, hi_w = config.min_weight, config.max_weight
     reachable_lo, reachable_hi = lo_w * units_sum, hi_w * units_sum
     what = "target_tokens" if config.target_tokens is not None else "target_documents"
@@ -321,7 +338,8 @@ def solve_log_scale(
         for _ in range(depth):
             points += [0.5 * (lo + hi) for lo, hi in frontier]
             frontier = [pair for lo, hi in frontier for pair in ((lo, 0.5 * (lo + hi)), (0.5 * (lo + hi), hi))]
-        value = dict(zip(points, (sum_value(t) for t in totals(points)), strict=True))
+        totals = yield points
+        value = dict(zip(points, (sum_value(t) for t in totals), strict=True))
         for _ in range(depth):
             mid = 0.5 * (lower + upper)
             if value[mid] < target:
@@ -451,24 +469,30 @@ def _token_draw(
     """Extra repeats worth at most `budget` tokens, short of it by less than one document.
 
     A token total cannot in general be hit exactly (it is a subset sum), so: a systematic draw as for
-    documents, then, in a seeded order, drawn documents are given back while over budget and undrawn
-    ones added while they fit.
+    documents, then drawn documents are given back from the last one backwards (chunk order) while
+    over budget, and undrawn ones added from the first one on while they fit. Both walks are in
+    chunk order, so that over chunks they need per-chunk sums and a few chunks' rows (select_soft.py).
     """
     frac = np.concatenate(pieces)
-    expected = float((frac * units).sum())
-    count = round(float(frac.sum())) if expected > 0 else 0
-    count = min(count, int(np.count_nonzero(frac > 0)))
+    count = token_draw_count(pieces, units)
     extra = np.concatenate(systematic_draw(pieces, count, rng.random())) if count else np.zeros(len(frac), np.int64)
-    order = rng.permutation(len(frac))
     used = int((extra * units).sum())
-    for i in order[::-1]:
+    for i in np.flatnonzero(extra)[::-1]:
         if used <= budget:
             break
-        if extra[i]:
-            extra[i] = 0
-            used -= int(units[i])
-    for i in order:
-        if not extra[i] and frac[i] > 0 and used + units[i] <= budget:
+        extra[i] = 0
+        used -= int(units[i])
+    for i in np.flatnonzero((extra == 0) & (frac > 0)):
+        if used + units[i] <= budget:
             extra[i] = 1
             used += int(units[i])
     return extra
+
+
+def token_draw_count(pieces: list[npt.NDArray[np.float64]], units: npt.NDArray[np.int64]) -> int:
+    """How many extra repeats a token target's systematic draw hands out: the fractions' exact sum,
+    rounded (none when no fraction carries a token)."""
+    frac = np.concatenate(pieces) if pieces else np.zeros(0)
+    if not ((frac > 0) & (units > 0)).any():
+        return 0
+    return min(round(sum_value(sum(exact_sum(f) for f in pieces))), int(np.count_nonzero(frac > 0)))

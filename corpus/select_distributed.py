@@ -147,16 +147,21 @@ def mark_duplicates(
 # ------------------------------------------------------------------------------------ radix select
 
 
+Probe = tuple[str, str, str, int, int, int]  # column, subset, units, level, prefix, group
+
+
 @dataclass
 class Query:
     """Finds the document at unit position `target` (0-based) in ascending key order of a subset.
 
     `column`: "score", "teacher" or "reference"; `subset`: "eligible" or "ok"; `units`: "docs" or
-    "tokens". `above` counts the units of the subset before the current prefix's bin."""
+    "tokens"; `group`: the subset within one group (its index among the job's labels), -1 for all.
+    `above` counts the units of the subset before the current prefix's bin."""
 
     column: str
     subset: str
     units: str = "docs"
+    group: int = -1
     target: int | None = None
     prefix: int = 0
     level: int = 0
@@ -166,8 +171,8 @@ class Query:
     bin_count: int = 0
 
     @property
-    def probe(self) -> tuple[str, str, str, int, int]:
-        return (self.column, self.subset, self.units, self.level, self.prefix)
+    def probe(self) -> Probe:
+        return (self.column, self.subset, self.units, self.level, self.prefix, self.group)
 
     @property
     def shift(self) -> int:
@@ -175,7 +180,6 @@ class Query:
         return 64 - sum(LEVEL_BITS[: self.level])
 
 
-Probe = tuple[str, str, str, int, int]
 
 
 def level_digits(key: npt.NDArray[np.uint64], level: int) -> npt.NDArray[np.int64]:
@@ -286,24 +290,51 @@ def numpy_median(n: int, order_stat: dict[int, float]) -> float:
 class SoftKeep:
     """What the keep pass needs to give each chunk's eligible documents their soft weights and
     repeats: the solved scale, the best eligible score, and the draw's span of each chunk (in job
-    order: where its cumulative fractions start and end, and whether it takes points past the end)."""
+    order: where its cumulative fractions start and end, and whether it takes points past the end).
+
+    A token target then adjusts the draw (corpus.sampler._token_draw): every chunk after `cutoff`
+    gives its draw back, as do the rows `dropped` of chunk `cutoff`; the rows `taken` are added
+    (positions, sorted)."""
 
     log_c: float
     best: float
     draw: Draw
     spans: tuple[tuple[float, float, bool], ...]
+    cutoff: int | None = None
+    dropped: tuple[int, ...] = ()
+    taken: tuple[int, ...] = ()
+
+    def drawn(
+        self, g: int, score: npt.NDArray[np.float64], member: npt.NDArray[np.bool_], config: SelectionConfig
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The member rows of chunk `g`, their weights, whole repeats and the systematic draw's extras."""
+        idx = np.flatnonzero(member)
+        w = soft_weights((score[idx] - self.best) / config.temperature, self.log_c, config)
+        base = np.floor(w).astype(np.int64)
+        return idx, w, base, self.draw.chunk_extras(w - base, *self.spans[g])
 
     def chunk(
         self, g: int, score: npt.NDArray[np.float64], eligible: npt.NDArray[np.bool_], config: SelectionConfig
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        idx = np.flatnonzero(eligible)
-        w = soft_weights((score[idx] - self.best) / config.temperature, self.log_c, config)
-        base = np.floor(w).astype(np.int64)
+        idx, w, base, extra = self.drawn(g, score, eligible, config)
+        if self.cutoff is not None and g > self.cutoff:
+            extra[:] = 0
+        extra[rows_in(idx, g, self.dropped if g == self.cutoff else ())] = 0
+        extra[rows_in(idx, g, self.taken)] = 1
         repeats = np.zeros(len(score), np.int64)
         weight = np.zeros(len(score), np.float64)
-        repeats[idx] = base + self.draw.chunk_extras(w - base, *self.spans[g])
+        repeats[idx] = base + extra
         weight[idx] = w
         return repeats, weight
+
+
+def rows_in(idx: npt.NDArray[np.int64], g: int, sorted_positions: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    """Where chunk `g`'s listed positions sit in `idx` (its member rows, ascending; each listed one is a member)."""
+    if not sorted_positions:
+        return np.empty(0, np.int64)
+    listed = np.asarray(sorted_positions, dtype=np.int64)
+    a, b = np.searchsorted(listed, [g << ROW_BITS, (g + 1) << ROW_BITS])
+    return np.searchsorted(idx, listed[a:b] - (g << ROW_BITS)).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------ transport

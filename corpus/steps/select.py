@@ -7,12 +7,17 @@ the executor runs (so each task has its completion marker, and a killed job resu
     dedup        per partition: the positions of duplicates (every occurrence after the first)
     radix<L>     per block: histograms of the sought keys' next digits (the driver descends)
     gather       per block: the documents of the bins the queries ended in (at most BRACKET_LIMIT)
-    soft-*       soft selection: eligible totals, the scale's bisection, per-chunk sums (select_soft.py)
+    totals       stratified or soft: eligible documents, tokens and score range, per group (select_soft.py)
+    soft-*       soft selection: the scale's bisection, per-chunk sums (select_soft.py)
     keep         per block: the kept rows of each chunk (selection files) and the report's reductions
     plots        one task: the plots, from the merged histogram and sample; removes the work files
 
+With groups (the labels step's files, corpus/steps/groups.py), each row carries its group's index
+among the job's sorted labels: stratified, every query, sum and keep rule is one per group, and
+the keep pass sums the report's per-group figures. The guards stay corpus-wide.
+
 The driver (`run_selection`, corpus/steps/select_run.py) holds only what the tasks return: counts, sparse histograms, the
-bracket, a bounded sample, and one entry per kept chunk.
+bracket (one per group when stratified), a bounded sample, and one entry per kept chunk.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from corpus.report import (
     histogram_counts,
     write_plots,
 )
-from corpus.sampler import DROP_REASONS, KEPT
+from corpus.sampler import DROP_REASONS, HASH_BYTES, KEPT
 from corpus.scores import read_chunk_scores
 from corpus.select_distributed import (
     DEDUP_DTYPE,
@@ -63,14 +68,26 @@ from corpus.select_distributed import (
     under_prefix,
 )
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
-from corpus.steps.select_memory import SELECTION_COLUMNS, hash_prefixes
+from corpus.steps.groups import read_labels
 from corpus.storage import JobPath
 from scoring.protocols import ScorerSpec
 
 BLOCK_DOCS = 1 << 20  # documents per task: a block's arrays are ~100 MB on the worker
 PARTITION_DOCS = 1 << 22  # documents per dedup partition (24 bytes each while it is sorted)
 
+SELECTION_COLUMNS = (
+    "row",
+    "content_hash",
+    "text_bytes",
+    "n_tokens",
+    "teacher_logprob",
+    "reference_logprob",
+    "score",
+    "status",
+)
+
 Block = tuple[tuple[int, int, int], ...]  # (chunk in job order, input, chunk in input)
+SAMPLE_DTYPES = (np.uint64, np.int64, np.float64, np.float64, np.float64, np.bool_, np.int64)  # key .. kept, group
 _COLUMNS = {"score": "score", "teacher": "teacher_logprob", "reference": "reference_logprob"}
 
 
@@ -98,6 +115,7 @@ def load_array(path: JobPath, mmap: bool = False) -> npt.NDArray[Any]:
 class LoadedChunk:
     arrays: ChunkArrays
     table: pa.Table  # the stored columns (row, text_bytes, status, ...)
+    group: npt.NDArray[np.int64] | None = None  # each row's group: its index among the job's labels
 
 
 def load_chunk(out: JobPath, inputs: tuple[str, ...], index: int, chunk: int) -> LoadedChunk:
@@ -117,6 +135,19 @@ def load_chunk(out: JobPath, inputs: tuple[str, ...], index: int, chunk: int) ->
     return LoadedChunk(arrays, table)
 
 
+def hash_prefixes(column: pa.ChunkedArray | pa.Array, n: int) -> npt.NDArray[np.bytes_]:
+    """The first HASH_BYTES of each content hash (zeros for unreadable rows, which are never eligible)."""
+    out = np.zeros(n, dtype=f"S{HASH_BYTES}")
+    start = 0
+    pieces = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in pieces:
+        filled = chunk.fill_null(b"\0" * 32)
+        raw = np.frombuffer(filled.buffers()[1], dtype="S32", count=len(filled) + filled.offset)[filled.offset :]
+        out[start : start + len(filled)] = raw.astype(f"S{HASH_BYTES}")
+        start += len(filled)
+    return out
+
+
 # ------------------------------------------------------------------------------------ steps
 
 
@@ -129,6 +160,8 @@ class _BlockPass:
     partitions: int
     name: str
     work: JobPath  # the selection's scratch files (work_dir)
+    group_field: str | None = None  # the labels step's field (corpus/steps/groups.py), when the job has groups
+    labels: tuple[str, ...] = ()  # every label it found, sorted: a group is its index here
 
     @property
     def tasks(self) -> int:
@@ -146,40 +179,61 @@ class _BlockPass:
 
     def chunks(self, rank: int) -> Iterator[tuple[tuple[int, int, int], LoadedChunk, npt.NDArray[np.bool_], npt.NDArray[np.uint8]]]:
         """((chunk in job order, input, chunk), its arrays, eligible, reason) per chunk of block `rank`."""
-        dups = (
-            [load_array(self.work / f"dups-{p:04d}.npy", mmap=True) for p in range(self.partitions)]
-            if self.selection.drop_duplicates
-            else []
-        )
+        dups = self.duplicates()
         for g, index, chunk in self.blocks[rank]:
-            loaded = load_chunk(self.out, self.inputs, index, chunk)
-            eligible, reason = guards(self.selection, loaded.arrays)
-            mark_duplicates(reason, eligible, g, dups)
-            yield (g, index, chunk), loaded, eligible, reason
+            yield (g, index, chunk), *self.load(g, index, chunk, dups)
+
+    def duplicates(self) -> list[npt.NDArray[np.int64]]:
+        """The dedup pass's sorted duplicate positions, one memory-mapped array per partition."""
+        if not self.selection.drop_duplicates:
+            return []
+        return [load_array(self.work / f"dups-{p:04d}.npy", mmap=True) for p in range(self.partitions)]
+
+    def load(
+        self, g: int, index: int, chunk: int, dups: list[npt.NDArray[np.int64]]
+    ) -> tuple[LoadedChunk, npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
+        """One chunk's arrays (with its rows' groups), eligible rows and reasons, after every guard."""
+        loaded = load_chunk(self.out, self.inputs, index, chunk)
+        if self.group_field is not None:
+            column = read_labels(self.out, self.group_field, index, self.inputs[index], chunk)
+            group = pc.index_in(column, value_set=pa.array(self.labels, pa.string()))
+            loaded.group = np.asarray(group.to_numpy(zero_copy_only=False), dtype=np.int64)
+        eligible, reason = guards(self.selection, loaded.arrays)
+        mark_duplicates(reason, eligible, g, dups)
+        return loaded, eligible, reason
 
 
 @dataclass(frozen=True)
 class Scatter(_BlockPass):
-    """Counts for the report, the scored score range, and the dedup candidates by partition."""
+    """Counts for the report, the scored score range, and the dedup candidates by partition.
+
+    Documents a proxy scored (a proxy job, or a cascade outside its band) have a score but no
+    log-probs: the diagnostics (medians, regions, correlations, scatter) cover the pair-scored ones."""
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         parts: list[list[npt.NDArray[Any]]] = [[] for _ in range(self.partitions)]
-        rows = scored = 0
+        rows = scored = usable = pair = 0
         not_scored: Counter[str] = Counter()
-        lows, highs, teacher_highs = [], [], []
+        lows, highs, pair_lows, pair_highs, teacher_highs = [], [], [], [], []
         for g, index, chunk in self.blocks[rank]:
             ctx.check_cancel(f"selecting (block {rank})")
             loaded = load_chunk(self.out, self.inputs, index, chunk)
             c = loaded.arrays
             rows += len(c.ok)
             scored += int(c.ok.sum())
+            usable += int((c.ok & np.isfinite(c.score)).sum())
             status = loaded.table.column("status")
             for item in pc.value_counts(pc.filter(status, pc.invert(pc.equal(status, "ok")))).to_pylist():
                 not_scored[status_kind(item["values"])] += item["counts"]
             if c.ok.any():
                 lows.append(float(c.score[c.ok].min()))
                 highs.append(float(c.score[c.ok].max()))
-                teacher_highs.append(float(c.teacher_logprob[c.ok].max()))
+            both = pair_scored(c)
+            if both.any():
+                pair += int(both.sum())
+                pair_lows.append(float(c.score[both].min()))
+                pair_highs.append(float(c.score[both].max()))
+                teacher_highs.append(float(c.teacher_logprob[both].max()))
             if self.selection.drop_duplicates:
                 eligible, _ = guards(self.selection, c)
                 for p, entries in enumerate(scatter_entries(c, eligible, g, self.partitions)):
@@ -193,6 +247,9 @@ class Scatter(_BlockPass):
             "scored": scored,
             "not_scored": dict(not_scored),
             "score_range": [min(lows), max(highs)] if lows else None,
+            "usable": usable,  # scored with a finite score
+            "pair": pair,  # of which the pair scored (log-probs: the diagnostics' documents)
+            "pair_range": [min(pair_lows), max(pair_highs)] if pair_lows else None,
             "teacher_max": max(teacher_highs) if teacher_highs else None,
         }
 
@@ -215,8 +272,23 @@ class Dedup(_BlockPass):
         return {"duplicates": len(dups)}
 
 
-def _subset(probe: Probe, c: ChunkArrays, eligible: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    return eligible if probe[1] == "eligible" else c.ok
+def pair_scored(c: ChunkArrays) -> npt.NDArray[np.bool_]:
+    """Scored rows with both log-probs (not scored by a proxy alone)."""
+    assert c.reference_logprob is not None  # load_chunk reads it
+    return c.ok & np.isfinite(c.teacher_logprob) & np.isfinite(c.reference_logprob)
+
+
+def _subset(probe: Probe, loaded: LoadedChunk, eligible: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    subset = {"eligible": eligible, "ok": loaded.arrays.ok}[probe[1]] if probe[1] != "pair" else pair_scored(loaded.arrays)
+    return subset if probe[5] < 0 else subset & in_group(loaded, probe[5])
+
+
+def in_group(loaded: LoadedChunk, group: int) -> npt.NDArray[np.bool_]:
+    """The chunk's rows of group `group` (every row for -1)."""
+    if group < 0:
+        return np.ones(len(loaded.arrays.ok), dtype=bool)
+    assert loaded.group is not None
+    return loaded.group == group
 
 
 def _units(probe: Probe, c: ChunkArrays) -> npt.NDArray[np.int64]:
@@ -247,7 +319,7 @@ class Histograms(_BlockPass):
             keys: dict[str, npt.NDArray[np.uint64]] = {}
             for i, probe in enumerate(self.probes):
                 key = keys.setdefault(probe[0], order_key(_column(probe, c)))
-                inside = _subset(probe, c, eligible) & under_prefix(key, probe[3], probe[4])
+                inside = _subset(probe, loaded, eligible) & under_prefix(key, probe[3], probe[4])
                 digits = level_digits(key[inside], probe[3])
                 size = len(counts[i])
                 counts[i] += np.bincount(digits, minlength=size)
@@ -289,7 +361,7 @@ class Gather(_BlockPass):
             c = loaded.arrays
             for i, probe in enumerate(self.probes):
                 key = order_key(_column(probe, c))
-                rows = np.flatnonzero(_subset(probe, c, eligible) & under_prefix(key, probe[3], probe[4]))
+                rows = np.flatnonzero(_subset(probe, loaded, eligible) & under_prefix(key, probe[3], probe[4]))
                 found[i][0].append(key[rows])
                 if probe[1] == "eligible":
                     hi, lo = hash_words(c.content_hash[rows])
@@ -308,43 +380,56 @@ class Gather(_BlockPass):
 
 @dataclass(frozen=True)
 class Keep(_BlockPass):
-    """The final pass: every chunk's kept rows (its selection file) and the report's reductions."""
+    """The final pass: every chunk's kept rows (its selection file) and the report's reductions.
 
-    cut: tuple[int, int, int, int] | None = None  # top-fraction: the first document not kept; None: all
-    soft: SoftKeep | None = None  # soft: the scale and where the draw's points fall, per chunk
-    medians: tuple[float, float] | None = None  # teacher, reference over the scored documents
+    The rules come per group (-1: the whole corpus; a group's index when stratified): a top-fraction
+    cut is the rank key of the first document not kept (None: every eligible one is), a soft rule
+    the scale and the draw's spans (None: nothing to hand out)."""
+
+    cuts: tuple[tuple[int, tuple[int, int, int, int] | None], ...] = ()
+    softs: tuple[tuple[int, SoftKeep | None], ...] = ()
+    medians: tuple[float, float] | None = None  # teacher, reference over the pair-scored documents
     score_range: tuple[float, float] | None = None
     sample_below: int = 2**64
     seed: int = 0
 
     def run(self, rank: int, ctx: StepContext) -> Result:
         reasons = np.zeros(len(DROP_REASONS), np.int64)
-        kept_chunks, last = [], None
+        kept_chunks = []
+        last: dict[int, list[Any]] = {}
         sums = Counter[str]()
         repeats_histogram: Counter[int] = Counter()
         weights: list[float] = []
         histogram = np.zeros(HISTOGRAM_BINS, np.int64)
         regions = {name: [0, 0] for name in REGIONS}
-        sample: list[list[npt.NDArray[Any]]] = [[] for _ in range(6)]
+        per_group = np.zeros((4, len(self.labels)), np.int64)  # scored, kept, repeats, tokens out
+        sample: list[list[npt.NDArray[Any]]] = [[] for _ in range(7)]
         for (g, index, chunk), loaded, eligible, reason in self.chunks(rank):
             ctx.check_cancel(f"selecting (block {rank})")
             c, n = loaded.arrays, len(loaded.arrays.ok)
             key, pos = order_key(c.score), positions(g, n)
             hi, lo = hash_words(c.content_hash)
-            if self.soft is not None:
-                repeats, weight = self.soft.chunk(g, c.score, eligible, self.selection)
-                kept = repeats > 0
-            else:
-                kept = eligible if self.cut is None else eligible & before_cut(self.cut, key, hi, lo, pos)
-                repeats, weight = kept.astype(np.int64), kept.astype(np.float64)
+            repeats, weight = np.zeros(n, np.int64), np.zeros(n, np.float64)
+            for group, soft in self.softs:
+                member = eligible & in_group(loaded, group)
+                if soft is not None:
+                    r, w = soft.chunk(g, c.score, member, self.selection)
+                    repeats[member], weight[member] = r[member], w[member]
+            for group, cut in self.cuts:
+                member = eligible & in_group(loaded, group)
+                chosen = member if cut is None else member & before_cut(cut, key, hi, lo, pos)
+                repeats[chosen], weight[chosen] = 1, 1.0
+                rows = np.flatnonzero(chosen)
+                if len(rows):  # the group's last kept document in rank order: its threshold
+                    j = rows[np.lexsort((pos[rows], lo[rows], hi[rows], key[rows]))[-1]]
+                    mine = [int(key[j]), int(hi[j]), int(lo[j]), int(pos[j]), float(c.score[j])]
+                    if group not in last or mine[:4] > last[group][:4]:
+                        last[group] = mine
+            kept = repeats > 0
             reason[kept] = KEPT
             reasons += np.bincount(reason, minlength=len(DROP_REASONS))
             rows = np.flatnonzero(kept)
             if len(rows):
-                j = rows[np.lexsort((pos[rows], lo[rows], hi[rows], key[rows]))[-1]]
-                mine = (int(key[j]), int(hi[j]), int(lo[j]), int(pos[j]))
-                if self.soft is None and (last is None or mine > tuple(last[:4])):
-                    last = [*mine, float(c.score[j])]
                 self._write(loaded, KeptChunk(index, chunk, len(rows)), rows, repeats, weight)
                 kept_chunks.append([index, chunk, len(rows)])
                 weights += [float(weight[rows].min()), float(weight[rows].max())]
@@ -358,29 +443,38 @@ class Keep(_BlockPass):
                 tokens_kept=int(c.n_tokens[kept].sum()),
                 tokens_out=int((c.n_tokens * repeats).sum()),
             )
+            if loaded.group is not None:
+                size = len(self.labels)
+                per_group[0] += np.bincount(loaded.group[ok], minlength=size)
+                per_group[1] += np.bincount(loaded.group[kept], minlength=size)
+                per_group[2] += np.bincount(loaded.group, weights=repeats, minlength=size).astype(np.int64)
+                per_group[3] += np.bincount(loaded.group, weights=c.n_tokens * repeats, minlength=size).astype(np.int64)
             if self.score_range is not None:
                 histogram += histogram_counts(c.score[ok], *self.score_range)
             assert c.reference_logprob is not None  # load_chunk reads it
-            teacher, reference = c.teacher_logprob[ok], c.reference_logprob[ok]
+            both = pair_scored(c)
+            teacher, reference = c.teacher_logprob[both], c.reference_logprob[both]
             if self.medians is not None:
                 for name, mask in region_masks(teacher, reference, *self.medians).items():
                     regions[name][0] += int(mask.sum())
-                    regions[name][1] += int((mask & kept[ok]).sum())
-            skeys = sample_key(pos[ok], self.seed)
+                    regions[name][1] += int((mask & kept[both]).sum())
+            skeys = sample_key(pos[both], self.seed)
             inside = skeys < np.uint64(self.sample_below) if self.sample_below < 2**64 else np.ones(len(skeys), bool)
-            for part, values_ in zip(sample, (skeys, pos[ok], teacher, reference, c.score[ok], kept[ok]), strict=True):
+            group_of = loaded.group[both] if loaded.group is not None else np.full(len(skeys), -1, np.int64)
+            columns = (skeys, pos[both], teacher, reference, c.score[both], kept[both], group_of)
+            for part, values_ in zip(sample, columns, strict=True):
                 part.append(values_[inside])
-        dtypes = (np.uint64, np.int64, np.float64, np.float64, np.float64, np.bool_)
         return {
             "kept": kept_chunks,
             "reasons": reasons.tolist(),
             "sums": dict(sums),
             "repeats_histogram": {str(k): v for k, v in sorted(repeats_histogram.items())},
             "weight_range": [min(weights), max(weights)] if weights else None,
-            "last": last,
+            "last": {str(k): v for k, v in sorted(last.items())},
+            "groups": per_group.tolist(),
             "histogram": histogram.tolist(),
             "regions": regions,
-            "sample": [pack(np.concatenate(p).astype(dt)) for p, dt in zip(sample, dtypes, strict=True)],
+            "sample": [pack(np.concatenate(p).astype(dt)) for p, dt in zip(sample, SAMPLE_DTYPES, strict=True)],
         }
 
     def _write(

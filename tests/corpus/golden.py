@@ -3,7 +3,7 @@ executor must keep producing: shards, manifest and report.json, for a fixture co
 settings covering top-fraction, keep-tokens, soft (documents and tokens), the guards (duplicates,
 teacher floor, an unreadable input skipped) and stratification (recorded when it was added).
 
-    .venv/bin/python -m tests.corpus.golden record   # only when an output change is intended
+    .venv/bin/python -m tests.corpus.golden record [CASE ...]   # only when an output change is intended
 
 Input paths are written as `<IN>/name` so that the record does not depend on the temp directory.
 Parquet bytes name the pyarrow version that wrote them (and the manifest's fingerprint names pyarrow
@@ -132,9 +132,9 @@ def assert_matches(name: str, got: dict[str, Any]) -> None:
         assert _without_versions(got["manifest"]) == _without_versions(want["manifest"])
 
 
-def record(run: Callable[[RewriteConfig], object], root: Path) -> None:
+def record(run: Callable[[RewriteConfig], object], root: Path, names: list[str]) -> None:
     GOLDEN_DIR.mkdir(exist_ok=True)
-    for name in CASES:
+    for name in names:
         input_dir, out = root / name / "in", root / name / "out"
         run(case_config(name, input_dir, out))
         body = json.dumps(snapshot(out, input_dir), indent=1, sort_keys=True) + "\n"
@@ -142,11 +142,11 @@ def record(run: Callable[[RewriteConfig], object], root: Path) -> None:
         print(f"recorded {name}")
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["record"]:
+if __name__ == "__main__" and sys.argv[1:2] == ["record"]:  # record [CASE ...]: only those (default: all)
     import tempfile
 
     from corpus.rewrite import run_rewrite
     from tests.corpus.fakes import FakeSpec
 
     with tempfile.TemporaryDirectory() as tmp:
-        record(lambda config: run_rewrite(config, FakeSpec()), Path(tmp))
+        record(lambda config: run_rewrite(config, FakeSpec()), Path(tmp), sys.argv[2:] or list(CASES))

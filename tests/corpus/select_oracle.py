@@ -1,9 +1,11 @@
-"""Step 2, in one process: the whole corpus's scores in memory, `corpus.sampler.select` over them.
+"""The selection's test oracle, in one process: the whole corpus's scores in memory,
+`corpus.sampler.select` over them.
 
 ~73 bytes per document at rest and a few times that while selecting: this is the oracle the
-distributed selection (corpus/steps/select.py, what jobs run) is tested against, and what soft
-selection with a token target still runs on. It writes what the distributed one writes: per-chunk kept files, plots and
-a report, with the same figures (`figures`), computed here over every document at once.
+distributed selection (corpus/steps/select.py, what jobs run, whatever their method, groups or
+scorer) is tested against, and the in-memory baseline bench/selection.py measures. It writes what
+the distributed one writes: per-chunk kept files, plots and a report, with the same figures
+(`figures`), computed here over every document at once.
 """
 
 from __future__ import annotations
@@ -32,25 +34,15 @@ from corpus.report import (
     histogram_edges,
     write_plots,
 )
-from corpus.sampler import HASH_BYTES, Selection, select
+from corpus.sampler import Selection, select
 from corpus.scores import SCORES_SCHEMA, ShardScores, read_chunk_scores
 from corpus.select_distributed import SAMPLE_SIZE, sample_bound, sample_key
 from corpus.select_distributed import positions as chunk_positions
 from corpus.selection_files import KEPT_SCHEMA, KeptChunk, write_kept
 from corpus.steps.groups import read_labels
+from corpus.steps.select import SELECTION_COLUMNS, hash_prefixes
 from corpus.storage import JobPath
 from scoring.protocols import ScorerSpec
-
-SELECTION_COLUMNS = (
-    "row",
-    "content_hash",
-    "text_bytes",
-    "n_tokens",
-    "teacher_logprob",
-    "reference_logprob",
-    "score",
-    "status",
-)
 
 
 @dataclass(frozen=True)
@@ -223,15 +215,3 @@ def load_groups(
     column = pa.chunked_array(labels, pa.string())
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
 
-
-def hash_prefixes(column: pa.ChunkedArray | pa.Array, n: int) -> npt.NDArray[np.bytes_]:
-    """The first HASH_BYTES of each content hash (zeros for unreadable rows, which are never eligible)."""
-    out = np.zeros(n, dtype=f"S{HASH_BYTES}")
-    start = 0
-    pieces = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    for chunk in pieces:
-        filled = chunk.fill_null(b"\0" * 32)
-        raw = np.frombuffer(filled.buffers()[1], dtype="S32", count=len(filled) + filled.offset)[filled.offset :]
-        out[start : start + len(filled)] = raw.astype(f"S{HASH_BYTES}")
-        start += len(filled)
-    return out
