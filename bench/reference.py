@@ -49,10 +49,31 @@ NOISE_CHARS = 2_000  # noisy documents are cut to this, to bound the teacher's s
 MAX_LENGTH = 512  # the demo's scoring window (the reference's context)
 OVERLAP = MAX_LENGTH // 4
 
+LENS = dict(init="teacher-lens", seq_len=512, batch_rows=2, lr=3e-3, warmup_fraction=0.1)
 CUT_ADAPT = dict(init="teacher-cut", seq_len=512, batch_rows=4, lr=3e-4, warmup_fraction=0.1)
 # name -> (what it is, spec)
 RECIPES: dict[str, tuple[str, ReferenceSpec]] = {
     "scratch": ("scratch Llama 4x128, 400k tokens (old default)", ReferenceSpec()),
+    "lens4": (
+        "teacher's first 4 layers + norm, a linear map fitted on 51k tokens folded into an untied head",
+        ReferenceSpec(layers=4, train_tokens=51_200, **LENS),  # type: ignore[arg-type]
+    ),
+    "lens4-lr1e-2": (
+        "teacher's first 4 layers + norm, a linear map fitted on 51k tokens at lr 1e-2 folded into an untied head",
+        ReferenceSpec(layers=4, train_tokens=51_200, **{**LENS, "lr": 1e-2}),  # type: ignore[arg-type]
+    ),
+    "lens4-100k": (
+        "teacher's first 4 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
+        ReferenceSpec(layers=4, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
+    ),
+    "lens2": (
+        "teacher's first 2 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
+        ReferenceSpec(layers=2, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
+    ),
+    "lens6": (
+        "teacher's first 6 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
+        ReferenceSpec(layers=6, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
+    ),
     "cut2": (
         "teacher's first 2 layers + norm + head, as is",
         ReferenceSpec(init="teacher-cut", layers=2, adapt_layers=0, train_tokens=0),
@@ -115,9 +136,9 @@ def mean_logprobs(model: ScoringModel, tokenizer, texts: Sequence[str]) -> tuple
     started = time.perf_counter()
     with torch.inference_mode():
         for batch in bucket_batches(windows, 8192, pad):
-            rows = model.row_logprob_sums(batch, chunk_tokens=1024)
-            for row, window in enumerate(batch.windows):
-                sums[window.doc] += rows[row]
+            logprobs = model.counted_logprobs(batch, chunk_tokens=1024).double().cpu().numpy()
+            docs = np.array([window.doc for window in batch.windows])
+            np.add.at(sums, docs[batch.counted_rows], logprobs)
     return sums / np.array([len(x) for x in ids]), time.perf_counter() - started
 
 

@@ -12,6 +12,10 @@ corpus (D_ref) that is then never scored. Two recipes (`ReferenceSpec.init`):
   context, so both would agree on what is easy. Measured (bench/reference.py): without training its
   logits are far worse than uniform and the score becomes its ranking negated; adapting it costs
   more than the demo's budget on 2 loaded CPU cores. Kept as an option, not the default.
+- `teacher-lens`: the teacher's embeddings, first `layers` decoder layers and final norm, read out
+  through a linear map fitted on D_ref and folded into an untied head (embedded/lens.py). Only the
+  map is trained, over features the frozen layers compute once, so it costs little more than the
+  head's forward and backward.
 
 Building is seeded: the same data, spec, seed, thread count and hardware give the same weights. It
 takes minutes on 2 CPU cores, which is why it is built at set-up rather than committed.
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from embedded import paths
+from embedded.lens import build_lens
 from scoring.errors import ConfigError
 from scoring.fingerprint import SOURCE_FILE
 from scoring.models import cpu_has_native_bf16
@@ -50,7 +55,8 @@ TRAINER_VERSION = "1"
 TRAINING_FILE = "training.json"
 
 
-Init = Literal["scratch", "teacher-cut"]
+Init = Literal["scratch", "teacher-cut", "teacher-lens"]
+INITS = ("scratch", "teacher-cut", "teacher-lens")
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,8 @@ class ReferenceSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.init not in ("scratch", "teacher-cut"):
-            raise ConfigError(f"init={self.init!r} is not one of 'scratch', 'teacher-cut'")
+        if self.init not in INITS:
+            raise ConfigError(f"init={self.init!r} is not one of {', '.join(map(repr, INITS))}")
         if self.layers < 1:
             raise ConfigError(f"layers={self.layers} must be at least 1")
         if self.width % self.heads:
@@ -95,8 +101,10 @@ class ReferenceSpec:
             )
         if self.top_layers < 0 or (self.init == "scratch" and self.top_layers):
             raise ConfigError(f"top_layers={self.top_layers}: only a teacher cut keeps top layers (>= 0)")
-        if self.init == "scratch" and self.train_tokens == 0:
-            raise ConfigError("train_tokens=0 leaves a scratch reference random: only init='teacher-cut' may skip training")
+        if self.init == "teacher-lens" and self.top_layers:
+            raise ConfigError(f"top_layers={self.top_layers}: a teacher lens keeps only the bottom layers")
+        if self.init != "teacher-cut" and self.train_tokens == 0:
+            raise ConfigError(f"train_tokens=0 leaves a {self.init} reference untrained: only init='teacher-cut' may skip training")
         if self.train_tokens and self.train_tokens < self.seq_len * self.batch_rows:
             raise ConfigError(
                 f"train_tokens={self.train_tokens} is less than one batch (batch_rows={self.batch_rows} x seq_len={self.seq_len})"
@@ -233,28 +241,12 @@ def train(
     val, train_blocks = blocks[order[:n_val]], blocks[order[n_val:]]
 
     started = time.monotonic()
-    model = initial_model(spec, tokenizer, teacher_dir)
-    torch.nn.Module.to(model, device)  # in place; PreTrainedModel.to's decorated signature confuses mypy
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    use_bf16 = native_bf16(device)
-    log.info(
-        "building reference (%s): %d layers x %d wide, %d of %d parameters trained, %d steps of %d tokens "
-        "(%d train blocks, %.1f epochs), %s",
-        spec.init,
-        model.config.num_hidden_layers,
-        model.config.hidden_size,
-        sum(p.numel() for _, p in trainable),
-        sum(p.numel() for p in model.parameters()),
-        spec.steps,
-        spec.tokens_per_step,
-        len(train_blocks),
-        spec.steps * spec.batch_rows / len(train_blocks),
-        "bf16 autocast" if use_bf16 else "float32",
-    )
-    loss_value = float("nan")
-    if spec.steps:
-        model.train()
-        loss_value = _fit(model, trainable, train_blocks, spec, device, generator, use_bf16, started)
+    if spec.init == "teacher-lens":
+        if teacher_dir is None:
+            raise ConfigError("init='teacher-lens' needs the teacher's directory")
+        model, loss_value = build_lens(teacher_dir, train_blocks, spec, device, generator, _lr_at)
+    else:
+        model, loss_value = _train_weights(spec, tokenizer, teacher_dir, train_blocks, device, generator, started)
     seconds = time.monotonic() - started
     model.eval()
     with torch.inference_mode():
@@ -277,6 +269,41 @@ def train(
         figures["val_loss"],
     )
     return model, figures
+
+
+def _train_weights(
+    spec: ReferenceSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    teacher_dir: Path | None,
+    train_blocks: torch.Tensor,
+    device: torch.device,
+    generator: torch.Generator,
+    started: float,
+) -> tuple[PreTrainedModel, float]:
+    """A scratch model or teacher cut, its trainable weights fitted to `train_blocks`."""
+    model = initial_model(spec, tokenizer, teacher_dir)
+    torch.nn.Module.to(model, device)  # in place; PreTrainedModel.to's decorated signature confuses mypy
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    use_bf16 = native_bf16(device)
+    log.info(
+        "building reference (%s): %d layers x %d wide, %d of %d parameters trained, %d steps of %d tokens "
+        "(%d train blocks, %.1f epochs), %s",
+        spec.init,
+        model.config.num_hidden_layers,
+        model.config.hidden_size,
+        sum(p.numel() for _, p in trainable),
+        sum(p.numel() for p in model.parameters()),
+        spec.steps,
+        spec.tokens_per_step,
+        len(train_blocks),
+        spec.steps * spec.batch_rows / len(train_blocks),
+        "bf16 autocast" if use_bf16 else "float32",
+    )
+    loss_value = float("nan")
+    if spec.steps:
+        model.train()
+        loss_value = _fit(model, trainable, train_blocks, spec, device, generator, use_bf16, started)
+    return model, loss_value
 
 
 def _fit(
@@ -336,14 +363,14 @@ def files_sha256(files: Sequence[Path]) -> str:
 
 def _expected_source(spec: ReferenceSpec, ref_files: Sequence[Path], teacher_dir: Path) -> dict[str, object]:
     record: dict[str, object] = {
-        "kind": "trained" if spec.init == "scratch" else "teacher-cut",
+        "kind": "trained" if spec.init == "scratch" else spec.init,
         "trainer_version": TRAINER_VERSION,
         "spec": asdict(spec),
         "d_ref_files": [p.name for p in ref_files],
         "d_ref_sha256": files_sha256(ref_files),
         "tokenizer_from": teacher_dir.name,
     }
-    if spec.init == "teacher-cut":  # the weights come from the teacher: another teacher, another reference
+    if spec.init != "scratch":  # the weights come from the teacher: another teacher, another reference
         record["teacher_weights_sha256"] = files_sha256(sorted(teacher_dir.glob("*.safetensors")))
     return record
 

@@ -128,3 +128,62 @@ def test_teacher_cut_with_top_layers_skips_the_middle(
         assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="top_layers=1: only a teacher cut"):
         ReferenceSpec(top_layers=1)
+
+
+LENS = ReferenceSpec(init="teacher-lens", layers=1, seq_len=32, batch_rows=2, train_tokens=32 * 2 * 8, lr=1e-2)
+
+
+def test_teacher_lens_is_the_teachers_bottom_with_a_fitted_head_folded_in(
+    tmp_path: Path, tiny_pair: tuple[Path, Path], tiny_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    teacher_dir, _ = tiny_pair
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    first, figures = train(TEXTS, tiny_tokenizer, LENS, torch.device("cpu"), teacher_dir=teacher_dir)
+    second, _ = train(TEXTS, tiny_tokenizer, LENS, torch.device("cpu"), teacher_dir=teacher_dir)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # seeded
+    # the bottom layer, embeddings and norm are the teacher's; only the (now untied) head changed
+    assert first.config.num_hidden_layers == 1 and not first.config.tie_word_embeddings
+    kept = first.model.layers[0].state_dict()
+    assert all(torch.equal(v, teacher.model.layers[0].state_dict()[k]) for k, v in kept.items())
+    embedding = teacher.get_input_embeddings().weight
+    assert torch.equal(first.get_input_embeddings().weight, embedding)
+    assert torch.equal(first.model.norm.weight, teacher.model.norm.weight)
+    head = first.get_output_embeddings().weight
+    assert not torch.equal(head, embedding)
+    # the head is exactly E M for some d x d map M: solving for M reproduces it
+    mapping = torch.linalg.lstsq(embedding, head).solution
+    torch.testing.assert_close(embedding @ mapping, head, atol=1e-4, rtol=1e-4)
+    # it learnt something: better than the logit lens (the same cut with the teacher's tied head)
+    logit_lens = ReferenceSpec(init="teacher-cut", layers=1, adapt_layers=0, train_tokens=0, seq_len=32, batch_rows=2)
+    _, untrained = train(TEXTS, tiny_tokenizer, logit_lens, torch.device("cpu"), teacher_dir=teacher_dir)
+    assert figures["val_loss"] < untrained["val_loss"]
+
+
+def test_teacher_lens_saves_and_loads_as_a_plain_causal_lm(tmp_path: Path, tiny_pair: tuple[Path, Path]) -> None:
+    from scoring.models import ScoringModel
+
+    teacher_dir, _ = tiny_pair
+    ref_file = tmp_path / "ref.jsonl.zst"
+    write_jsonl_zst([Doc(f"t:{i}#0", t, "t") for i, t in enumerate(TEXTS)], ref_file, level=3)
+    out = ensure_reference(teacher_dir, [ref_file], tmp_path / "reference", LENS)
+    source = json.loads((out / SOURCE_FILE).read_text())
+    assert source["kind"] == "teacher-lens" and len(source["teacher_weights_sha256"]) == 64
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    # the untied head survives the round trip (a re-tie would silently undo the lens)
+    assert not torch.equal(reloaded.get_output_embeddings().weight, reloaded.get_input_embeddings().weight)
+    assert torch.equal(reloaded.get_input_embeddings().weight, teacher.get_input_embeddings().weight)
+    ScoringModel.load(out, dtype=torch.float32, device=torch.device("cpu"))  # refuses a head it cannot chunk
+
+
+def test_lens_spec_is_validated(tiny_pair: tuple[Path, Path], tiny_tokenizer: PreTrainedTokenizerFast) -> None:
+    with pytest.raises(ConfigError, match="train_tokens=0 leaves a teacher-lens reference untrained"):
+        ReferenceSpec(init="teacher-lens", train_tokens=0)
+    with pytest.raises(ConfigError, match="a teacher lens keeps only the bottom layers"):
+        ReferenceSpec(init="teacher-lens", top_layers=1)
+    with pytest.raises(ConfigError, match="needs the teacher's directory"):
+        train(TEXTS, tiny_tokenizer, LENS, torch.device("cpu"))
+    spec = ReferenceSpec(init="teacher-lens", layers=2, seq_len=32, batch_rows=2, train_tokens=64)
+    with pytest.raises(ConfigError, match="cuts nothing from a teacher of 2 layers"):
+        train(TEXTS, tiny_tokenizer, spec, torch.device("cpu"), teacher_dir=tiny_pair[0])
