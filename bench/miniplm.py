@@ -234,8 +234,19 @@ class PoolScores:
     hashes: npt.NDArray[np.bytes_]
 
 
-def score_pool(engine: ScoringEngine, texts: Sequence[str]) -> PoolScores:
-    results = engine.score(list(texts))
+def score_pool(engine: ScoringEngine, texts: Sequence[str], loads: list[float], chunk: int = 250) -> PoolScores:
+    """In chunks, each one written to the engine's cache when done: a long run shows its progress
+    and an interrupted one resumes where it stopped instead of rescoring."""
+    results = []
+    started = time.monotonic()
+    for start in range(0, len(texts), chunk):
+        results.extend(engine.score(list(texts[start : start + chunk])))
+        elapsed = time.monotonic() - started
+        loads.append(os.getloadavg()[0])
+        log.info(
+            "scored %d/%d pool documents in %.0f s (%d cached so far this run)",
+            len(results), len(texts), elapsed, engine.stats.cache_hits,
+        )
     nan = float("nan")
     return PoolScores(
         score=np.array([r.score if r.ok else nan for r in results], dtype=np.float64),
@@ -402,6 +413,23 @@ def block_loss(model: torch.nn.Module, data: torch.Tensor, device: torch.device)
     return total, count
 
 
+def cpu_description() -> str:
+    """CPU model and the flags that decide matmul speed: figures from an AVX2-only machine and one
+    with AVX512-BF16 or AMX are not comparable."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+    return f"{model}, flags: {' '.join(f for f in wanted if f in flags) or 'none of ' + ', '.join(wanted)}"
+
+
 def unigram_entropy(stream: Sequence[int]) -> float:
     """Entropy (nats/token) of the text's own token frequencies: what a model that knows which
     tokens are common, and nothing of context, reaches at best."""
@@ -497,6 +525,7 @@ def run(args: argparse.Namespace) -> str:
         sizes = dataclasses.replace(sizes, train_tokens=args.student_tokens)
     device = torch.device("cuda" if args.gpu else "cpu")
     timings: dict[str, float] = {}
+    loads: list[float] = []  # 1-min load averages along the run: a busy machine slows every phase
     with tempfile.TemporaryDirectory() as tmp:
         teacher_dir, reference_dir, clean_docs, origin = quick_assets(Path(tmp)) if args.quick else real_assets(sizes)
         timings["assets"] = time.monotonic() - started
@@ -510,7 +539,7 @@ def run(args: argparse.Namespace) -> str:
             teacher_dir, reference_dir, EngineConfig(device=device.type), cache=cache
         )
         t0 = time.monotonic()
-        scores = score_pool(engine, pool.texts)
+        scores = score_pool(engine, pool.texts, loads)
         timings["scoring"] = time.monotonic() - t0
         tokenizer = engine.tokenizer
         context_id = engine.context_id
@@ -570,6 +599,7 @@ def run(args: argparse.Namespace) -> str:
             )
             tokens = tokens_per_doc * repeats
             results.clean_token_share[method].append(float(tokens[is_clean].sum() / max(1, tokens.sum())))
+            loads.append(os.getloadavg()[0])
             log.info("seed %d %-22s held-out loss %.4f (%.0f s so far)", seed, method, loss, time.monotonic() - t0)
         longer = dataclasses.replace(
             sizes, train_tokens=CURVE_MULTIPLE * sizes.train_tokens, curve_points=CURVE_MULTIPLE * sizes.curve_points
@@ -580,7 +610,7 @@ def run(args: argparse.Namespace) -> str:
         results.curves["uniform"].append(curve)
         timings["students"] = time.monotonic() - t0
         timings["total"] = time.monotonic() - started
-        table = render(args, sizes, origin, pool, scores, vocab.size, entropy, results, timings, pair)
+        table = render(args, sizes, origin, pool, scores, vocab.size, entropy, results, timings, pair, loads)
         if seed != seeds[-1]:
             # A long run leaves a usable table behind after every seed, marked as partial.
             args.out.write_text(table + f"\n(partial: {seed + 1} of {len(seeds)} seeds done)\n")
@@ -608,7 +638,7 @@ def tokens_to_reach(curve: Curve, target: float) -> float | None:
     return None
 
 
-def render(args, sizes, origin, pool, scores, vocab_size, entropy, results, timings, pair) -> str:  # type: ignore[no-untyped-def]
+def render(args, sizes, origin, pool, scores, vocab_size, entropy, results, timings, pair, loads) -> str:  # type: ignore[no-untyped-def]
     base, _ = _mean_sd(results.losses["uniform"])
     n_seeds = len(results.losses["uniform"])
     sources = sorted(set(pool.heldout_sources))
@@ -618,6 +648,11 @@ def render(args, sizes, origin, pool, scores, vocab_size, entropy, results, timi
         "",
         f"{datetime.date.today().isoformat()} · {platform.machine()} · {os.cpu_count()} CPUs · torch {torch.__version__} "
         f"· {torch.get_num_threads()} threads · engine {pair['device']}/{pair['dtype']}",
+        "",
+        f"CPU: {cpu_description()}. 1-min load average along the run: {min(loads, default=0):.1f} to "
+        f"{max(loads, default=0):.1f} (mean {statistics.fmean(loads) if loads else 0:.1f}, {len(loads)} samples)"
+        + (f"; above {os.cpu_count()}: the machine was shared, timings are *(loaded)*" if max(loads, default=0) > (os.cpu_count() or 1) else "")
+        + ".",
         "",
         f"Pool: {pool.kinds.count(CLEAN)} {origin} + {len(pool.kinds) - pool.kinds.count(CLEAN)} noisy documents "
         f"({sizes.per_noise} each of {', '.join(NOISE_KINDS)}), {int(scores.n_tokens.sum())} tokens; each method keeps "
