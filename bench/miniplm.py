@@ -523,6 +523,10 @@ def run(args: argparse.Namespace) -> str:
     sizes = QUICK if args.quick else GPU if args.gpu else CPU
     if args.student_tokens:
         sizes = dataclasses.replace(sizes, train_tokens=args.student_tokens)
+    if args.pool_clean:
+        # Noise keeps its share of the pool: each kind scales with the clean documents.
+        per_noise = max(1, round(sizes.per_noise * args.pool_clean / sizes.clean))
+        sizes = dataclasses.replace(sizes, clean=args.pool_clean, per_noise=per_noise)
     device = torch.device("cuda" if args.gpu else "cpu")
     timings: dict[str, float] = {}
     loads: list[float] = []  # 1-min load averages along the run: a busy machine slows every phase
@@ -746,6 +750,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--student-tokens", type=int, default=None, help="training tokens per student (default: the mode's)"
     )
     parser.add_argument(
+        "--pool-clean",
+        type=int,
+        default=None,
+        help="clean documents in the pool (default: the mode's); each noise kind scales with it",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch threads for scoring (default: torch's)"
     )
     parser.add_argument(
@@ -758,6 +768,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.seeds = args.seeds or (2 if args.quick else 3)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    for flag in ("pool_clean", "student_tokens"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device (and the CUDA build of torch: see scripts/setup.sh)")
     if args.threads:
