@@ -59,7 +59,8 @@ def scorer_spec(choice: ScorerConfig, selection: SelectionConfig, pair: ScorerSp
         raise ConfigError(f"cascade={choice.cascade!r} with ratio={selection.ratio}: every document is kept, there is no threshold to refine")
     if pair is None:
         raise ConfigError(f"cascade={choice.cascade!r} runs the pair near the threshold: give a teacher and a reference")
-    return CascadeSpec(proxy, pair, alpha=selection.effective_ratio, band=choice.band, agreement=choice.auto_agreement)
+    return CascadeSpec(proxy, pair, alpha=selection.effective_ratio, band=choice.band, agreement=choice.auto_agreement,
+                       confidence=choice.confidence)
 
 
 def scorer_kind(fingerprint: dict[str, Any]) -> str:
