@@ -100,6 +100,10 @@ class DistillResult:
     model: ProxyModel
     report: dict[str, Any]
     heldout: list[int]  # indices into the sample of the documents held out (for further checks)
+    # Indices into the sample of the training documents (the order of the model's calibration split),
+    # and each one's fold: what a comparison with another learner needs to use the same split.
+    trained: list[int]
+    fold_of_trained: list[int]
 
 
 def _unit_interval(seed: int, salt: str, hashes: Sequence[str]) -> npt.NDArray[np.float64]:
@@ -242,7 +246,7 @@ def distill(
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return DistillResult(model, report, idx[test].tolist())
+    return DistillResult(model, report, idx[test].tolist(), idx[train].tolist(), fold[train].tolist())
 
 
 def _choose(
