@@ -66,6 +66,9 @@ def test_cascade_job_with_band_auto_is_byte_identical_on_rerun(
         ({"scorer": "proxy:"}, 422, "expected proxy:DIR"),
         ({"cascade": "{p}", "band": 0.2, "agreement": 0.9}, 422, "agreement=0.9 applies to band='auto' only"),
         ({"scorer": "{p}", "band": "auto"}, 422, "applies to a cascade only"),
+        # ~100 kept calibration documents cannot promise 0.99 at 95%: refused at submit, not when the job runs.
+        ({"cascade": "{p}", "band": "auto", "agreement": 0.99}, 422, "agreement=0.99 is not reached with confidence 0.95"),
+        ({"cascade": "{p}", "band": "auto", "confidence": 1.0}, 422, "confidence"),
     ],
 )
 def test_bad_scorers_are_refused_naming_the_field(
