@@ -23,7 +23,8 @@ def scorer_spec(choice: ScorerConfig, selection: SelectionConfig, pair: ScorerSp
     needed unless the proxy scores alone."""
     # Here, not at import: the proxy pulls in transformers and scikit-learn, which a pair job never needs.
     from scoring.proxy.cascade import CascadeSpec
-    from scoring.proxy.model import CARD_NAME, ProxySpec
+    from scoring.proxy.model import CARD_NAME, ProxyModel, ProxySpec
+    from scoring.proxy.train import auto_band
 
     if choice.kind == "pair":
         if pair is None:
@@ -59,7 +60,12 @@ def scorer_spec(choice: ScorerConfig, selection: SelectionConfig, pair: ScorerSp
         raise ConfigError(f"cascade={choice.cascade!r} with ratio={selection.ratio}: every document is kept, there is no threshold to refine")
     if pair is None:
         raise ConfigError(f"cascade={choice.cascade!r} runs the pair near the threshold: give a teacher and a reference")
-    return CascadeSpec(proxy, pair, alpha=selection.effective_ratio, band=choice.band, agreement=choice.auto_agreement)
+    if choice.auto_agreement is not None:
+        # Resolved again when the cascade is built; here, so that a level the proxy's calibration split cannot
+        # promise is refused before a job is created (milliseconds: no model loads).
+        auto_band(ProxyModel.load(Path(directory)), selection.effective_ratio, choice.auto_agreement, choice.confidence)
+    return CascadeSpec(proxy, pair, alpha=selection.effective_ratio, band=choice.band, agreement=choice.auto_agreement,
+                       confidence=choice.confidence)
 
 
 def scorer_kind(fingerprint: dict[str, Any]) -> str:

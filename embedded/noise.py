@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from collections.abc import Sequence
 
 NOISE_KINDS = ("shuffled", "boilerplate", "random_chars", "near_duplicate", "garbled")
 
@@ -127,3 +128,14 @@ def make_noise(kind: str, text: str, other: str, rng: random.Random) -> str:
     if kind == "garbled":
         return garbled(text, rng)
     raise ValueError(f"unknown noise kind {kind!r}; one of {', '.join(NOISE_KINDS)}")
+
+
+def noisy_copies(texts: Sequence[str], count: int, rng: random.Random, chars: int = 2_000) -> list[str]:
+    """`count` noisy documents made from a seeded draw of `texts` (each cut to `chars`), the kinds in turn."""
+    if not texts:
+        raise ValueError("no documents to make noise from")
+    out = []
+    for i in range(count):
+        text, other = rng.choice(texts)[:chars], rng.choice(texts)[:chars]
+        out.append(make_noise(NOISE_KINDS[i % len(NOISE_KINDS)], text, other, rng))
+    return out

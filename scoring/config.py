@@ -97,6 +97,8 @@ class PairSpec:
 
 
 PROXY_PREFIX = "proxy:"
+# band=auto's default confidence that the chosen band reaches the asked agreement (one-sided).
+AUTO_CONFIDENCE = 0.95
 
 
 class ScorerConfig(StrictModel):
@@ -121,6 +123,11 @@ class ScorerConfig(StrictModel):
     agreement: float = Field(
         default=0.97, gt=0.0, le=1.0,
         description="cascade with band=auto: the top-ratio agreement with a pair-only run to reach",
+    )
+    confidence: float = Field(
+        default=AUTO_CONFIDENCE, ge=0.5, lt=1.0,
+        description="cascade with band=auto: confidence that the band reaches --agreement (a one-sided Wilson "
+        "lower bound on the calibration split; 0.5: the point estimate)",
     )
     audit_documents: int = Field(
         default=100, ge=0, le=1_000_000,
@@ -148,11 +155,12 @@ class ScorerConfig(StrictModel):
             if self.scorer != "pair":
                 raise ConfigError(f"scorer={self.scorer!r} and cascade={self.cascade!r} exclude each other: give one")
         else:
-            for name in ("band", "agreement", "audit_documents"):
+            for name in ("band", "agreement", "confidence", "audit_documents"):
                 if name in self.model_fields_set:
                     raise ConfigError(f"{name}={getattr(self, name)!r} applies to a cascade only (cascade=proxy:DIR)")
-        if "agreement" in self.model_fields_set and self.band != "auto":
-            raise ConfigError(f"agreement={self.agreement} applies to band='auto' only (band={self.band} was given)")
+        for name in ("agreement", "confidence"):
+            if name in self.model_fields_set and self.band != "auto":
+                raise ConfigError(f"{name}={getattr(self, name)} applies to band='auto' only (band={self.band} was given)")
         return self
 
     @property

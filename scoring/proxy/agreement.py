@@ -52,9 +52,15 @@ def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     return float(spearmanr(a_, b_).statistic)
 
 
-def top_overlap(proxy: npt.ArrayLike, pair: npt.ArrayLike, alpha: float) -> float:
+def top_overlap_count(proxy: npt.ArrayLike, pair: npt.ArrayLike, alpha: float) -> tuple[int, int]:
+    """(documents both top-alpha sets hold, documents the pair's holds): the overlap as a count of trials."""
     by_pair = top_mask(pair, alpha)
-    return float((top_mask(proxy, alpha) & by_pair).sum() / max(int(by_pair.sum()), 1))
+    return int((top_mask(proxy, alpha) & by_pair).sum()), int(by_pair.sum())
+
+
+def top_overlap(proxy: npt.ArrayLike, pair: npt.ArrayLike, alpha: float) -> float:
+    both, kept = top_overlap_count(proxy, pair, alpha)
+    return both / max(kept, 1)
 
 
 def region_recall(

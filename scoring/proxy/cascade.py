@@ -8,8 +8,9 @@ scored inside it go to the pair, whose score replaces the proxy's; the others ke
 calibrated score, which is on the pair's scale, so one global selection ranks them all together.
 
 `band="auto"` with an `agreement` level picks the band when the cascade is built: the least band
-whose cascade reaches that top-alpha agreement with the pair on the proxy's calibration split
-(scoring/proxy/train.py `auto_band` states the rule).
+whose cascade reaches that top-alpha agreement with the pair on the proxy's calibration split with
+`confidence` (a one-sided lower confidence bound, not the point estimate; scoring/proxy/train.py
+`auto_band` states the rule).
 
 The band is fixed when the cascade is built (from the proxy directory, alpha and band), so a
 document's cascade score depends on that document alone: a rerun, a resumed job or another
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from scoring.config import AUTO_CONFIDENCE
 from scoring.errors import ConfigError
 from scoring.protocols import ProgressFn, Scorer, ScorerSpec
 from scoring.proxy.model import ProxyScorer, ProxySpec
@@ -43,6 +45,7 @@ class CascadeFingerprint:
     low: float
     high: float
     agreement: float | None = None  # the level asked of band="auto" (None: the band was given)
+    confidence: float | None = None  # band="auto": the confidence it is reached with (None: the band was given)
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +67,8 @@ class CascadeFingerprint:
         }
         if self.agreement is not None:
             body["band_auto_agreement"] = self.agreement
+        if self.confidence is not None:
+            body["band_auto_confidence"] = self.confidence
         return body
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,21 +86,31 @@ class CascadeStats:
 
 
 class CascadeScorer:
-    """`CascadeScorer(proxy, pair, alpha=0.5, band=0.3).score(texts)`, or `band="auto", agreement=0.97`.
+    """`CascadeScorer(proxy, pair, alpha=0.5, band=0.3).score(texts)`, or `band="auto", agreement=0.97`
+    (reached with `confidence`, 95% unless given).
 
     Proxy-scored documents carry `teacher_logprob = reference_logprob = None`; pair-scored ones
     carry the pair's DocScore unchanged. `stats.pair_share` is the share that needed the pair.
     """
 
     def __init__(
-        self, proxy: ProxyScorer, pair: Scorer, *, alpha: float, band: float | Literal["auto"], agreement: float | None = None
+        self,
+        proxy: ProxyScorer,
+        pair: Scorer,
+        *,
+        alpha: float,
+        band: float | Literal["auto"],
+        agreement: float | None = None,
+        confidence: float = AUTO_CONFIDENCE,
     ) -> None:
         self.proxy, self.pair = proxy, pair
-        check_band(band, agreement)
+        check_band(band, agreement, confidence)
+        auto = band == "auto"
         if band == "auto":
             assert agreement is not None  # check_band
-            band = auto_band(proxy.model, alpha, agreement)
-            log.info("band=auto: band %.2f reaches agreement %.3f at alpha %.3f on the calibration split", band, agreement, alpha)
+            band = auto_band(proxy.model, alpha, agreement, confidence)
+            log.info("band=auto: band %.2f reaches agreement %.3f with confidence %.3f at alpha %.3f on the calibration split",
+                     band, agreement, confidence, alpha)
         self.low, self.high = band_limits(proxy.model, alpha, band)
         self.alpha, self.band = alpha, band
         trained_on = (proxy.fingerprint.pair or {}).get("digest")
@@ -112,6 +127,7 @@ class CascadeScorer:
             low=self.low,
             high=self.high,
             agreement=agreement,
+            confidence=confidence if auto else None,
         )
         self.stats = CascadeStats()
         self._lock = threading.Lock()
@@ -138,7 +154,9 @@ class CascadeScorer:
             close()
 
 
-def check_band(band: float | Literal["auto"], agreement: float | None) -> None:
+def check_band(band: float | Literal["auto"], agreement: float | None, confidence: float = AUTO_CONFIDENCE) -> None:
+    if not 0.5 <= confidence < 1.0:
+        raise ConfigError(f"confidence={confidence} must be in [0.5, 1) (0.5: the point estimate)")
     if band == "auto":
         if agreement is None or not 0.0 < agreement <= 1.0:
             raise ConfigError(f"band='auto' needs agreement in (0, 1] (got agreement={agreement})")
@@ -158,14 +176,16 @@ class CascadeSpec:
     alpha: float
     band: float | Literal["auto"]
     agreement: float | None = None
+    confidence: float = AUTO_CONFIDENCE
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"alpha={self.alpha} must be in (0, 1) for a cascade")
-        check_band(self.band, self.agreement)
+        check_band(self.band, self.agreement, self.confidence)
 
     def build(self) -> CascadeScorer:
         return CascadeScorer(
-            self.proxy.build(), self.pair.build(), alpha=self.alpha, band=self.band, agreement=self.agreement
+            self.proxy.build(), self.pair.build(), alpha=self.alpha, band=self.band, agreement=self.agreement,
+            confidence=self.confidence,
         )
 

@@ -35,13 +35,14 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
-from scipy.stats import norm, rankdata
+from scipy.stats import binomtest, norm, rankdata
 from sklearn.linear_model import Ridge
 from transformers import PreTrainedTokenizerBase
 
+from scoring.config import AUTO_CONFIDENCE
 from scoring.errors import ConfigError, InputError
 from scoring.fingerprint import tokenizer_sha256
-from scoring.proxy.agreement import ALPHAS, agreement_report, cascade_scores, top_overlap
+from scoring.proxy.agreement import ALPHAS, agreement_report, cascade_scores, top_overlap, top_overlap_count
 from scoring.proxy.features import FAMILIES, Family, build_features
 from scoring.proxy.model import AGREEMENT_NAME, Calibration, ProxyModel, ProxyScorer
 from scoring.strict import StrictModel
@@ -99,6 +100,10 @@ class DistillResult:
     model: ProxyModel
     report: dict[str, Any]
     heldout: list[int]  # indices into the sample of the documents held out (for further checks)
+    # Indices into the sample of the training documents (the order of the model's calibration split),
+    # and each one's fold: what a comparison with another learner needs to use the same split.
+    trained: list[int]
+    fold_of_trained: list[int]
 
 
 def _unit_interval(seed: int, salt: str, hashes: Sequence[str]) -> npt.NDArray[np.float64]:
@@ -241,7 +246,7 @@ def distill(
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return DistillResult(model, report, idx[test].tolist())
+    return DistillResult(model, report, idx[test].tolist(), idx[train].tolist(), fold[train].tolist())
 
 
 def _choose(
@@ -275,31 +280,56 @@ AUTO_LEVELS = (0.9, 0.95, 0.97)
 
 def calibration_agreement(model: ProxyModel, alpha: float, band: float) -> tuple[float, float]:
     """(share sent to the pair, top-alpha agreement with the pair) of a cascade on the calibration split."""
+    share, both, kept = _calibration_counts(model, alpha, band)
+    return share, both / max(kept, 1)
+
+
+def _calibration_counts(model: ProxyModel, alpha: float, band: float) -> tuple[float, int, int]:
     if model.calibration_proxy is None or model.calibration_pair is None:
         raise ConfigError("this proxy directory keeps no calibration split (distilled by an older reweigh): "
                           "distil it again to use band=auto, or give a band")
     low, high = band_limits(model, alpha, band)
     mixed, in_band = cascade_scores(model.calibration_proxy, model.calibration_pair, low, high)
-    return float(in_band.mean()), top_overlap(mixed, model.calibration_pair, alpha)
+    both, kept = top_overlap_count(mixed, model.calibration_pair, alpha)
+    return float(in_band.mean()), both, kept
 
 
-def auto_band(model: ProxyModel, alpha: float, agreement: float) -> float:
-    """The least band from which on every band of AUTO_BANDS reaches `agreement` on the calibration split.
+def agreement_lower_bound(both: int, kept: int, confidence: float) -> float:
+    """One-sided lower confidence bound on the top-alpha agreement `both / kept` (Wilson score bound).
 
-    The calibration split is the training side's out-of-fold predictions: each document scored by a
-    model fitted without it, so its errors are those of unseen documents (slightly larger than the
-    final model's, which learnt from all of them: the estimate errs on the safe side). Asking every
-    larger band to reach the level too keeps a lucky dip in a noisy curve from being chosen.
-    Deterministic: a pure function of the stored split, alpha and the level.
+    Each of the pair's `kept` documents is a trial, kept by the cascade too or not; the true
+    agreement is at least this bound with probability `confidence` (the lower end of scipy's
+    two-sided Wilson interval at level 2*confidence - 1). confidence 0.5 is the point estimate.
+    Trials are treated as independent: an approximation (they share one threshold), stated as such.
+    """
+    if not 0.5 <= confidence < 1.0:
+        raise ConfigError(f"confidence={confidence} must be in [0.5, 1)")
+    if kept == 0:
+        return 0.0
+    return float(binomtest(both, kept).proportion_ci(confidence_level=2 * confidence - 1, method="wilson").low)
+
+
+def auto_band(model: ProxyModel, alpha: float, agreement: float, confidence: float = AUTO_CONFIDENCE) -> float:
+    """The least band from which on every band of AUTO_BANDS reaches `agreement` with `confidence`.
+
+    "Reaches" means the one-sided lower confidence bound (`agreement_lower_bound`) of the cascade's
+    top-alpha agreement on the calibration split is at least `agreement`: the point estimate alone
+    lands on the asked level only on average, so a band chosen by it falls short on new documents
+    about half the time. The calibration split is the training side's out-of-fold predictions: each
+    document scored by a model fitted without it, so its errors are those of unseen documents.
+    Asking every larger band to reach the level too keeps a lucky dip in a noisy curve from being
+    chosen. Deterministic: a pure function of the stored split, alpha, the level and the confidence.
     """
     if not 0.0 < agreement <= 1.0:
         raise ConfigError(f"agreement={agreement} must be in (0, 1]")
-    reached = [calibration_agreement(model, alpha, b)[1] >= agreement for b in AUTO_BANDS]
+    bounds = [agreement_lower_bound(*_calibration_counts(model, alpha, b)[1:], confidence) for b in AUTO_BANDS]
+    reached = [bound >= agreement for bound in bounds]
     if not reached[-1]:
-        best = max(calibration_agreement(model, alpha, b)[1] for b in AUTO_BANDS)
+        kept = _calibration_counts(model, alpha, AUTO_BANDS[-1])[2]
         raise ConfigError(
-            f"agreement={agreement} is not reached at alpha={alpha} by any band on the proxy's calibration split "
-            f"(best {best:.3f}): ask for less, or score with the pair"
+            f"agreement={agreement} is not reached with confidence {confidence} at alpha={alpha} by any band on the "
+            f"proxy's calibration split (best lower bound {max(bounds):.3f}, from {kept} documents the pair keeps there): "
+            "ask for less or a lower confidence, distil on more documents, or score with the pair"
         )
     first = len(reached)
     while first > 0 and reached[first - 1]:
@@ -329,13 +359,14 @@ def heldout_report(
             try:
                 band = auto_band(model, alpha, level)
             except ConfigError:
-                auto.append({"alpha": alpha, "agreement": level, "band": None})
+                auto.append({"alpha": alpha, "agreement": level, "confidence": AUTO_CONFIDENCE, "band": None})
                 continue
             low, high = band_limits(model, alpha, band)
             mixed, in_band = cascade_scores(proxy, pair, low, high)
             auto.append({
                 "alpha": alpha,
                 "agreement": level,
+                "confidence": AUTO_CONFIDENCE,
                 "band": band,
                 "calibration_sent_to_pair": calibration_agreement(model, alpha, band)[0],
                 "sent_to_pair": float(in_band.mean()),
@@ -362,7 +393,8 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for row in report["cascade"]:
         lines.append(f"  {row['alpha']:.1f} {row['band']:.1f} -> {row['sent_to_pair']:6.1%}, {row['top_overlap']:6.1%}")
-    lines.append("band=auto (chosen on the calibration split, measured held out): alpha, asked agreement -> band, sent, agreement")
+    lines.append(f"band=auto (chosen on the calibration split with {AUTO_CONFIDENCE:.0%} confidence, measured held out): "
+                 "alpha, asked agreement -> band, sent, agreement")
     for row in report.get("cascade_auto", []):
         if row["band"] is None:
             lines.append(f"  {row['alpha']:.1f} {row['agreement']:.2f} -> not reachable on the calibration split")

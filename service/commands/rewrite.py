@@ -187,6 +187,15 @@ def describe_scorer(result: RewriteResult) -> list[str]:
     by_pair, by_proxy = scorer["documents_by_pair"], scorer["documents_by_proxy"]
     total = max(by_pair + by_proxy, 1)
     lines = [f"scored by the pair: {by_pair} documents ({by_pair / total:.1%}); by the proxy alone: {by_proxy} ({by_proxy / total:.1%})"]
+    engine = result.manifest.fingerprint.get("engine", {})
+    if engine.get("scorer") == "cascade":
+        chosen = ""
+        if "band_auto_agreement" in engine:
+            confidence = engine.get("band_auto_confidence")  # absent from manifests of older reweighs
+            chosen = (f" (band=auto: the least band reaching agreement {engine['band_auto_agreement']:g}"
+                      + (f" with confidence {confidence:g}" if confidence is not None else "")
+                      + " on the proxy's calibration split)")
+        lines.insert(0, f"cascade: alpha {engine['alpha']:g}, band {engine['band']:.2f}{chosen}")
     audit = scorer.get("audit")
     if audit is not None and audit["documents"]:
         lines.append(

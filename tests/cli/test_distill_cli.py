@@ -166,15 +166,26 @@ def test_rewrite_with_the_cascade(tiny_pair, scored, proxy_dir: Path, tmp_path: 
     assert audit["estimated_selection_agreement"] == pytest.approx(max(0.0, 1 - max(false_keeps, false_drops) / kept))
 
 
-def test_rewrite_with_band_auto(tiny_pair, scored, proxy_dir: Path, tmp_path: Path) -> None:
+def test_rewrite_with_band_auto(tiny_pair, scored, proxy_dir: Path, tmp_path: Path, capsys) -> None:
     texts, _ = scored
     out = tmp_path / "auto"
+    # ~24 kept calibration documents bound agreement at 95% below 0.9 even when all agree: ask 90% confidence.
     argv = ["rewrite", *_pair_args(tiny_pair), "--cascade", f"proxy:{proxy_dir}", "--band", "auto", "--agreement", "0.9",
-            "--audit-documents", "0", "--out", str(out), "--ratio", "0.5", str(texts)]
+            "--confidence", "0.9", "--audit-documents", "0", "--out", str(out), "--ratio", "0.5", str(texts)]
     assert main(argv) == 0
     engine = json.loads((out / "manifest.json").read_text())["fingerprint"]["engine"]
-    assert engine["band_auto_agreement"] == 0.9
-    assert engine["band"] == auto_band(ProxyScorer.load(proxy_dir).model, 0.5, 0.9)
+    assert engine["band_auto_agreement"] == 0.9 and engine["band_auto_confidence"] == 0.9
+    band = auto_band(ProxyScorer.load(proxy_dir).model, 0.5, 0.9, confidence=0.9)
+    assert engine["band"] == band
+    assert (f"cascade: alpha 0.5, band {band:.2f} (band=auto: the least band reaching agreement 0.9 with confidence 0.9 "
+            "on the proxy's calibration split)") in capsys.readouterr().out
+    # The default confidence (95%) cannot be met by so few documents: refused before anything is written.
+    refused = tmp_path / "refused"
+    argv = [*argv[: argv.index("--confidence")], *argv[argv.index("--confidence") + 2 :]]
+    argv[argv.index(str(out))] = str(refused)
+    assert main(argv) == 2
+    assert "is not reached with confidence 0.95" in capsys.readouterr().err
+    assert not refused.exists()
 
 
 def test_the_audit_sample_is_seeded_and_bounded(tiny_pair, scored, proxy_dir: Path, tmp_path: Path) -> None:
@@ -202,6 +213,8 @@ def test_the_audit_sample_is_seeded_and_bounded(tiny_pair, scored, proxy_dir: Pa
         (("--scorer", "nonsense"), "--scorer='nonsense': expected proxy:DIR"),
         (("--band", "0.2"), "--band=0.2 applies to a cascade only"),
         (("--cascade", "proxy:{p}", "--agreement", "0.9"), "--agreement=0.9 applies to --band='auto' only"),
+        (("--cascade", "proxy:{p}", "--confidence", "0.9"), "--confidence=0.9 applies to --band='auto' only"),
+        (("--cascade", "proxy:{p}", "--band", "auto", "--confidence", "1"), "--confidence"),
         (("--cascade", "proxy:{p}", "--band", "wide"), "--band='wide'"),
         (("--cascade", "proxy:/nowhere"), "'/nowhere' is not a proxy directory"),
     ],

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from embedded import reference
 from embedded.corpus import Doc, write_jsonl_zst
-from embedded.reference import ReferenceSpec, ensure_reference, train
+from embedded.lens import ridge_map
+from embedded.reference import ReferenceSpec, ensure_reference, lens_blocks, token_stream, train
 from scoring.errors import ConfigError
 from scoring.fingerprint import SOURCE_FILE
 
@@ -130,7 +131,17 @@ def test_teacher_cut_with_top_layers_skips_the_middle(
         ReferenceSpec(top_layers=1)
 
 
-LENS = ReferenceSpec(init="teacher-lens", layers=1, seq_len=32, batch_rows=2, train_tokens=32 * 2 * 8, lr=1e-2)
+LENS = ReferenceSpec(init="teacher-lens", layers=1, seq_len=32, batch_rows=1, train_tokens=32 * 8)
+
+
+def test_ridge_map_recovers_a_known_map_and_shrinks_toward_the_identity() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 8, generator=generator, dtype=torch.float64)
+    known = torch.randn(8, 8, generator=generator, dtype=torch.float64)
+    y = x @ known.T  # y = M x for every row
+    torch.testing.assert_close(ridge_map(x.T @ x, x.T @ y, ridge=1e-9).double(), known, atol=1e-5, rtol=1e-5)
+    # with an overwhelming penalty the map stays the identity: the logit lens
+    torch.testing.assert_close(ridge_map(x.T @ x, x.T @ y, ridge=1e9).double(), torch.eye(8, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
 def test_teacher_lens_is_the_teachers_bottom_with_a_fitted_head_folded_in(
@@ -142,6 +153,7 @@ def test_teacher_lens_is_the_teachers_bottom_with_a_fitted_head_folded_in(
     second, _ = train(TEXTS, tiny_tokenizer, LENS, torch.device("cpu"), teacher_dir=teacher_dir)
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # seeded
+    assert "train_loss" not in figures and figures["train_tokens"] == 32 * 8  # solved, not trained
     # the bottom layer, embeddings and norm are the teacher's; only the (now untied) head changed
     assert first.config.num_hidden_layers == 1 and not first.config.tie_word_embeddings
     kept = first.model.layers[0].state_dict()
@@ -154,10 +166,25 @@ def test_teacher_lens_is_the_teachers_bottom_with_a_fitted_head_folded_in(
     # the head is exactly E M for some d x d map M: solving for M reproduces it
     mapping = torch.linalg.lstsq(embedding, head).solution
     torch.testing.assert_close(embedding @ mapping, head, atol=1e-4, rtol=1e-4)
-    # it learnt something: better than the logit lens (the same cut with the teacher's tied head)
-    logit_lens = ReferenceSpec(init="teacher-cut", layers=1, adapt_layers=0, train_tokens=0, seq_len=32, batch_rows=2)
-    _, untrained = train(TEXTS, tiny_tokenizer, logit_lens, torch.device("cpu"), teacher_dir=teacher_dir)
-    assert figures["val_loss"] < untrained["val_loss"]
+    # that M (the state is M x: x @ Mᵀ for rows) carries the teacher's layer-1 state (normed) closer to its final state than the identity
+    # (the logit lens) does, over the D_ref text: the regression, with the right layer and orientation
+    ids = torch.tensor(token_stream(TEXTS, tiny_tokenizer, int(tiny_tokenizer.bos_token_id or 0))[: 32 * 40]).view(40, 32)
+    with torch.inference_mode():
+        out = teacher.model(input_ids=ids, output_hidden_states=True)
+        x, y = teacher.model.norm(out.hidden_states[1]), out.last_hidden_state
+        fitted, identity = float(((x @ mapping.detach().T - y) ** 2).mean()), float(((x - y) ** 2).mean())
+    assert fitted < 0.8 * identity
+
+
+def test_lens_fit_blocks_mix_in_the_asked_share_of_noise(tiny_tokenizer: PreTrainedTokenizerFast) -> None:
+    spec = ReferenceSpec(init="teacher-lens", layers=1, seq_len=16, batch_rows=1, train_tokens=16 * 9, noise_share=1 / 3)
+    train_blocks = torch.arange(20 * 16).view(20, 16)  # stand-ins: every clean block is recognisable
+    draw = [lens_blocks(train_blocks, TEXTS, tiny_tokenizer, spec, 0, torch.Generator().manual_seed(0)) for _ in range(2)]
+    assert torch.equal(draw[0], draw[1])  # seeded
+    is_clean = [any(torch.equal(row, block) for block in train_blocks) for row in draw[0]]
+    assert draw[0].shape == (9, 16) and sum(is_clean) == 6  # 9 blocks, a third of them noisy
+    clean_only = lens_blocks(train_blocks, TEXTS, tiny_tokenizer, LENS, 0, torch.Generator().manual_seed(0))
+    assert len(clean_only) == 8 and all(any(torch.equal(r, b) for b in train_blocks) for r in clean_only)
 
 
 def test_teacher_lens_saves_and_loads_as_a_plain_causal_lm(tmp_path: Path, tiny_pair: tuple[Path, Path]) -> None:
@@ -184,6 +211,12 @@ def test_lens_spec_is_validated(tiny_pair: tuple[Path, Path], tiny_tokenizer: Pr
         ReferenceSpec(init="teacher-lens", top_layers=1)
     with pytest.raises(ConfigError, match="needs the teacher's directory"):
         train(TEXTS, tiny_tokenizer, LENS, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"noise_share=1.0 must lie in \[0, 1\)"):
+        ReferenceSpec(init="teacher-lens", noise_share=1.0)
+    with pytest.raises(ConfigError, match="only a teacher-lens reference mixes noise"):
+        ReferenceSpec(noise_share=0.1)
+    with pytest.raises(ConfigError, match=r"ridge=0\.0 must be positive"):
+        ReferenceSpec(init="teacher-lens", ridge=0.0)
     spec = ReferenceSpec(init="teacher-lens", layers=2, seq_len=32, batch_rows=2, train_tokens=64)
     with pytest.raises(ConfigError, match="cuts nothing from a teacher of 2 layers"):
         train(TEXTS, tiny_tokenizer, spec, torch.device("cpu"), teacher_dir=tiny_pair[0])

@@ -49,6 +49,10 @@ def test_recovers_a_score_that_depends_on_a_known_token(zebra_proxy) -> None:
     assert heavy.score - light.score > 1.0  # the true difference is 1.8
     held = result.heldout
     assert len(held) == report["documents"] and set(held) < set(range(len(sample.texts)))
+    # The training side, in the calibration split's order, with its folds: disjoint from the held-out side.
+    assert not set(result.trained) & set(held) and len(result.trained) + len(held) == len(sample.texts)
+    assert np.array_equal(result.model.calibration_pair, sample.score[result.trained])
+    assert len(result.fold_of_trained) == len(result.trained) and set(result.fold_of_trained) == set(range(CONFIG.folds))
 
 
 def test_no_signal_is_not_recovered(tmp_path: Path, tiny_tokenizer) -> None:

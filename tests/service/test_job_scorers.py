@@ -43,13 +43,14 @@ def test_cascade_job_with_band_auto_is_byte_identical_on_rerun(
 ) -> None:
     texts = zebra_sample(40, seed=5).texts  # documents the proxy has a view on
     (data_root / "in.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
-    scorer = {"cascade": proxy_in_root, "band": "auto", "agreement": 0.99, "audit_documents": 5}
+    # ~100 kept calibration documents bound agreement at 95% confidence below 0.99: ask for less confidence.
+    scorer = {"cascade": proxy_in_root, "band": "auto", "agreement": 0.99, "confidence": 0.6, "audit_documents": 5}
     for out in ("a", "b"):
         job = submit(client, inputs=["in.jsonl"], output=out, selection={"ratio": 0.5}, scorer=scorer)
         assert wait_for(client, job["id"], ("succeeded", "failed"))["state"] == "succeeded"
     engine = json.loads((data_root / "a" / "manifest.json").read_text())["fingerprint"]["engine"]
-    assert engine["scorer"] == "cascade" and engine["band_auto_agreement"] == 0.99
-    assert engine["band"] == auto_band(ProxyScorer.load(data_root / "models" / "proxy").model, 0.5, 0.99) > 0
+    assert engine["scorer"] == "cascade" and engine["band_auto_agreement"] == 0.99 and engine["band_auto_confidence"] == 0.6
+    assert engine["band"] == auto_band(ProxyScorer.load(data_root / "models" / "proxy").model, 0.5, 0.99, 0.6) > 0
     report = json.loads((data_root / "a" / "report.json").read_text())["scorer"]
     assert report["kind"] == "cascade" and report["documents_by_pair"] > 0 and report["audit"]["documents"] == 5
     for name in ("report.json", "shards/part-00000.parquet"):
@@ -65,6 +66,9 @@ def test_cascade_job_with_band_auto_is_byte_identical_on_rerun(
         ({"scorer": "proxy:"}, 422, "expected proxy:DIR"),
         ({"cascade": "{p}", "band": 0.2, "agreement": 0.9}, 422, "agreement=0.9 applies to band='auto' only"),
         ({"scorer": "{p}", "band": "auto"}, 422, "applies to a cascade only"),
+        # ~100 kept calibration documents cannot promise 0.99 at 95%: refused at submit, not when the job runs.
+        ({"cascade": "{p}", "band": "auto", "agreement": 0.99}, 422, "agreement=0.99 is not reached with confidence 0.95"),
+        ({"cascade": "{p}", "band": "auto", "confidence": 1.0}, 422, "confidence"),
     ],
 )
 def test_bad_scorers_are_refused_naming_the_field(
