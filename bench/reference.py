@@ -37,7 +37,7 @@ import torch
 
 from corpus.diagnostics import pair_diagnostics
 from embedded.noise import NOISE_KINDS, make_noise
-from embedded.reference import ReferenceSpec
+from embedded.reference import DEMO_REFERENCE, ReferenceSpec
 from scoring.batching import bucket_batches, document_windows
 from scoring.models import ScoringModel
 
@@ -49,30 +49,23 @@ NOISE_CHARS = 2_000  # noisy documents are cut to this, to bound the teacher's s
 MAX_LENGTH = 512  # the demo's scoring window (the reference's context)
 OVERLAP = MAX_LENGTH // 4
 
-LENS = dict(init="teacher-lens", seq_len=512, batch_rows=2, lr=3e-3, warmup_fraction=0.1)
+LENS = dict(init="teacher-lens", seq_len=512, batch_rows=1, train_tokens=48 * 512)
 CUT_ADAPT = dict(init="teacher-cut", seq_len=512, batch_rows=4, lr=3e-4, warmup_fraction=0.1)
 # name -> (what it is, spec)
 RECIPES: dict[str, tuple[str, ReferenceSpec]] = {
-    "scratch": ("scratch Llama 4x128, 400k tokens (old default)", ReferenceSpec()),
-    "lens4": (
-        "teacher's first 4 layers + norm, a linear map fitted on 51k tokens folded into an untied head",
-        ReferenceSpec(layers=4, train_tokens=51_200, **LENS),  # type: ignore[arg-type]
+    "default": ("the demo's reference (DEMO_REFERENCE)", DEMO_REFERENCE),
+    "scratch": ("scratch Llama 4x128, 400k tokens (the default before)", ReferenceSpec()),
+    "lens20-clean": (
+        "teacher's first 20 layers + norm, a map solved on 24.6k clean D_ref tokens, folded into an untied head",
+        ReferenceSpec(layers=20, **LENS),  # type: ignore[arg-type]
     ),
-    "lens4-lr1e-2": (
-        "teacher's first 4 layers + norm, a linear map fitted on 51k tokens at lr 1e-2 folded into an untied head",
-        ReferenceSpec(layers=4, train_tokens=51_200, **{**LENS, "lr": 1e-2}),  # type: ignore[arg-type]
+    "lens16-noise": (
+        "teacher's first 16 layers + norm, a map solved on 24.6k D_ref tokens, a third of them noisy copies",
+        ReferenceSpec(layers=16, noise_share=1 / 3, **LENS),  # type: ignore[arg-type]
     ),
-    "lens4-100k": (
-        "teacher's first 4 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
-        ReferenceSpec(layers=4, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
-    ),
-    "lens2": (
-        "teacher's first 2 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
-        ReferenceSpec(layers=2, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
-    ),
-    "lens6": (
-        "teacher's first 6 layers + norm, a linear map fitted on 100k tokens folded into an untied head",
-        ReferenceSpec(layers=6, train_tokens=102_400, **LENS),  # type: ignore[arg-type]
+    "lens24-noise": (
+        "teacher's first 24 layers + norm, a map solved on 24.6k D_ref tokens, a third of them noisy copies",
+        ReferenceSpec(layers=24, noise_share=1 / 3, **LENS),  # type: ignore[arg-type]
     ),
     "cut2": (
         "teacher's first 2 layers + norm + head, as is",

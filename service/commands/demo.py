@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="build the bundled models and corpus, rewrite a sample with top-50%% selection, then serve",
-        description="From nothing: convert the bundled teacher, train the reference, rewrite a sample of "
+        description="From nothing: convert the bundled teacher, build the reference, rewrite a sample of "
         "the demo corpus with top-50% difference-score selection (report and plots), then serve the "
         "pair on localhost until Ctrl-C. Assets are built once under $REWEIGH_HOME (~/.cache/reweigh).",
     )
