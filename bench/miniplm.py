@@ -441,12 +441,15 @@ def unigram_entropy(stream: Sequence[int]) -> float:
 # --- assets --------------------------------------------------------------------------------------
 
 
-def bench_reference_spec(sizes: Sizes) -> ReferenceSpec:
-    """The demo's reference recipe, adapted on the bench's noisy D_ref slice."""
-    return dataclasses.replace(DEMO_REFERENCE, train_tokens=sizes.ref_train_tokens)
+def bench_reference_spec(sizes: Sizes, recipe: str) -> ReferenceSpec:
+    """The bench's reference, built on its noisy D_ref slice: `lens` is the demo's recipe (its fit needs no
+    noisy copies: the slice already carries the noise), `scratch` the small model the demo used before."""
+    if recipe == "scratch":
+        return ReferenceSpec(train_tokens=sizes.ref_train_tokens)
+    return dataclasses.replace(DEMO_REFERENCE, noise_share=0.0)
 
 
-def real_assets(sizes: Sizes) -> tuple[Path, Path, list[Sourced], str]:
+def real_assets(sizes: Sizes, recipe: str) -> tuple[Path, Path, list[Sourced], str]:
     """The demo teacher; a reference like the demo's but built on a noisy D_ref slice (cached); the
     clean documents (full corpus when built) and a line saying which."""
     from embedded import ensure_demo_assets, paths
@@ -465,7 +468,7 @@ def real_assets(sizes: Sizes) -> tuple[Path, Path, list[Sourced], str]:
     if not ref_file.is_file():  # rewritten only when absent: ensure_reference keys on its bytes
         write_jsonl_zst(noisy, ref_file, level=10)
     reference_dir = ensure_reference(
-        assets.teacher_dir, [ref_file], bench_dir / "reference-noisy", bench_reference_spec(sizes)
+        assets.teacher_dir, [ref_file], bench_dir / f"reference-noisy-{recipe}", bench_reference_spec(sizes, recipe)
     )
     return assets.teacher_dir, reference_dir, docs, f"clean documents from {origin}"
 
@@ -531,7 +534,7 @@ def run(args: argparse.Namespace) -> str:
     timings: dict[str, float] = {}
     loads: list[float] = []  # 1-min load averages along the run: a busy machine slows every phase
     with tempfile.TemporaryDirectory() as tmp:
-        teacher_dir, reference_dir, clean_docs, origin = quick_assets(Path(tmp)) if args.quick else real_assets(sizes)
+        teacher_dir, reference_dir, clean_docs, origin = quick_assets(Path(tmp)) if args.quick else real_assets(sizes, args.reference)
         timings["assets"] = time.monotonic() - started
         pool = build_pool(clean_docs, sizes)
         cache = None
@@ -743,6 +746,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     mode.add_argument("--gpu", action="store_true", help="~20x larger, scoring and students on one CUDA device")
     parser.add_argument("--seeds", type=int, default=None, help="student seeds (default 3; --quick 2)")
+    parser.add_argument(
+        "--reference",
+        choices=("lens", "scratch"),
+        default="lens",
+        help="the pair's reference: the demo's teacher lens, or the small scratch model it used before",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="markdown table (default bench/results/miniplm[-quick|-gpu].md)"
     )
