@@ -26,7 +26,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.synthetic: random-weight pairs
 
 import argparse
-import platform
 import random
 import tempfile
 import time
@@ -39,22 +38,7 @@ import torch
 
 from corpus.readers import read_documents
 from scoring import EngineConfig, ScoringEngine
-from scoring.models import cpu_has_native_bf16
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(simd) or 'none of avx2/avx512/amx'}"
+from scoring.hardware import cpu_description
 
 
 def pick_pair(args: argparse.Namespace) -> tuple[Path, Path, list[str]]:
@@ -108,7 +92,7 @@ def main() -> None:
     parser.add_argument("inputs", nargs="*")
     args = parser.parse_args()
     teacher, reference, texts = pick_pair(args)
-    print(f"{cpu_line()}; native bf16: {cpu_has_native_bf16()}; torch {torch.__version__}")
+    print(f"{cpu_description()}; torch {torch.__version__}")
     print(f"pair: {teacher} / {reference}; {len(texts)} documents, each cut to 16..{args.max_length} tokens")
     n = len(texts)
     order = list(range(n))

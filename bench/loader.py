@@ -36,29 +36,12 @@ from corpus.config import RewriteConfig, SelectionConfig
 from corpus.export import ExportConfig, run_export
 from corpus.manifest import load_manifest
 from corpus.rewrite import run_rewrite
+from scoring.hardware import cpu_description
 from tests.corpus.fakes import FakeSpec
 from tests.synthetic import build_tokenizer
 
 # A 5,000-word random vocabulary: text that parquet compresses about as well as prose.
 _WORDS = ["".join(random.Random(i).choices("abcdefghijklmnopqrstuvwxyz", k=3 + i % 8)) for i in range(5000)]
-
-
-def cpu() -> str:
-    model, flags = platform.processor() or "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", ""):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = [
-                    f
-                    for f in line.split(":", 1)[1].split()
-                    if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-                ]
-                break
-    except OSError:
-        pass
-    return f"{model} [{' '.join(flags)}]"
 
 
 def build_manifest(root: Path, documents: int, shard_rows: int, seed: int = 0) -> Path:
@@ -135,7 +118,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to time the packed loader")
     args = parser.parse_args()
-    print(f"CPU: {cpu()}; python {platform.python_version()}; load average {os.getloadavg()}")
+    print(f"CPU: {cpu_description()}; python {platform.python_version()}; load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="reweigh-bench-loader-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()

@@ -60,6 +60,7 @@ from corpus.sampler import SelectionConfig, hash_prefix, select
 from embedded.noise import NOISE_KINDS, make_noise
 from embedded.reference import DEMO_REFERENCE, ReferenceSpec
 from scoring import EngineConfig, ScoreCache, ScoringEngine, content_hash
+from scoring.hardware import cpu_description
 
 log = logging.getLogger("miniplm")
 
@@ -411,23 +412,6 @@ def block_loss(model: torch.nn.Module, data: torch.Tensor, device: torch.device)
             n = batch.shape[0] * (batch.shape[1] - 1)
             total, count = total + float(loss) * n, count + n
     return total, count
-
-
-def cpu_description() -> str:
-    """CPU model and the flags that decide matmul speed: figures from an AVX2-only machine and one
-    with AVX512-BF16 or AMX are not comparable."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-    return f"{model}, flags: {' '.join(f for f in wanted if f in flags) or 'none of ' + ', '.join(wanted)}"
 
 
 def unigram_entropy(stream: Sequence[int]) -> float:

@@ -31,7 +31,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import argparse
 import dataclasses
 import json
-import platform
 import random
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ from corpus.readers import read_documents
 from embedded.noise import NOISE_KINDS, make_noise
 from scoring import EngineConfig, ScoringEngine
 from scoring.config import AUTO_CONFIDENCE
-from scoring.models import cpu_has_native_bf16
+from scoring.hardware import cpu_description
 from scoring.proxy import CascadeScorer, DistillConfig, ProxyScorer, Sample, distill
 from scoring.proxy.agreement import top_mask, top_overlap
 from scoring.proxy.features import STATS, build_features, stats_features
@@ -69,21 +68,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "families": ("tokens+stats",), "target": "rank", "ridge_alphas": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
     },
 }
-
-
-def cpu_description() -> str:
-    model = platform.processor() or "unknown CPU"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "unknown CPU", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags {'+'.join(wanted) or 'none'}, native bf16: {cpu_has_native_bf16()}"
 
 
 def load_texts(

@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import logging
-import platform
 import random
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from corpus.diagnostics import pair_diagnostics
 from embedded.noise import NOISE_KINDS, make_noise
 from embedded.reference import DEMO_REFERENCE, ReferenceSpec
 from scoring.batching import bucket_batches, document_windows
+from scoring.hardware import cpu_description
 from scoring.models import ScoringModel
 
 log = logging.getLogger("bench.reference")
@@ -238,16 +238,6 @@ def render(results: list[dict], header: str) -> str:  # type: ignore[type-arg]
     return "\n".join(lines) + "\n"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=None, help=f"comma-separated recipe names (default: all of {', '.join(RECIPES)})")
@@ -289,9 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = build(spec, teacher_dir, cache_dir)
         results.append(measure(f"{name}: {label}", out, asdict(spec), pools, teacher))
         log.info("%s: %s", name, json.dumps(results[-1]["diagnostics"]["rank_correlations"]))
-    flags = [f for f in ("avx512_bf16", "amx_tile", "avx2") if f in Path("/proc/cpuinfo").read_text()]
     header = (
-        f"Reference recipes on the demo corpus ({cpu_model()}, flags {'+'.join(flags) or 'none'}, "
+        f"Reference recipes on the demo corpus ({cpu_description()}, "
         f"{args.threads} threads, torch {torch.__version__}; build seconds measured on a shared, loaded machine)"
     )
     table = render(results, header)

@@ -42,6 +42,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from scoring import ScoringEngine
+from scoring.hardware import cpu_description
 from scoring.models import cpu_has_native_bf16, resolve_device, resolve_dtype
 from service.commands import score as score_command
 from tests.synthetic import build_tokenizer, save_random_llama
@@ -57,22 +58,6 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 QUICK_TEACHER = dict(hidden_size=64, num_layers=2, num_heads=4)
 QUICK_REFERENCE = dict(hidden_size=32, num_layers=1, num_heads=2)
-
-
-def cpu_description() -> str:
-    """CPU model and the flags that decide matmul speed (AVX512, bf16, AMX)."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-    return f"{model}; flags: {' '.join(f for f in wanted if f in flags) or 'none of ' + ', '.join(wanted)}"
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, budget_s: float = 3.0) -> tuple[float, float]:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from corpus.config import SelectionConfig
 from corpus.executor.base import Executor, Result, Step, StepContext, StepProgressFn, run_task
 from corpus.scores import ShardScores
 from corpus.steps.select_run import run_selection
+from scoring.hardware import cpu_description
 from scoring.protocols import ScorerSpec
 from tests.corpus.select_oracle import SelectInMemory
 from tests.corpus.synthetic_scores import write_synthetic_labels, write_synthetic_scores
@@ -191,11 +191,8 @@ def main() -> int:
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    simd = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "sse4")))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
     print(f"selection: {config.model_dump(exclude_defaults=True)}")
-    print(f"machine: {cpu}, {os.cpu_count()} cores, flags {' '.join(simd)}; load {os.getloadavg()[0]:.1f}")
+    print(f"machine: {cpu_description()}; load {os.getloadavg()[0]:.1f}")
     return 0
 
 
