@@ -198,7 +198,7 @@ def job_outputs(directory: Path) -> dict[str, bytes]:
 
 
 def test_schemathesis_all_checks_with_two_keys(live: tuple[LiveServer, Path], tmp_path: Path) -> None:
-    """Every schemathesis check (no 5xx; every status, body, content type and header as the OpenAPI
+    """Every schemathesis check except use_after_free (no 5xx; every status, body, content type and header as the OpenAPI
     document says; auth enforced; one key never reading the other's objects), all four phases, as two
     keys. Bounded to ~45 s of requests so that CI runs it."""
     server, data = live
@@ -224,6 +224,13 @@ def test_schemathesis_all_checks_with_two_keys(live: tuple[LiveServer, Path], tm
         f"{server.url}/openapi.json",
         "--checks",
         "all",
+        # DELETE in this API cancels a job or an export, it never deletes one: the object stays
+        # readable with state "cancelled", which use_after_free takes for a deleted resource still
+        # served. Excluded here, not in schemathesis.toml: `--checks all` re-enables every check the
+        # file turns off, and a per-operation filter is not applied in the stateful phase, where
+        # this check runs.
+        "--exclude-checks",
+        "use_after_free",
         "--auth-wfc",
         str(auth),
         "--phases",
