@@ -49,7 +49,7 @@ NOISE_CHARS = 2_000  # noisy documents are cut to this, to bound the teacher's s
 MAX_LENGTH = 512  # the demo's scoring window (the reference's context)
 OVERLAP = MAX_LENGTH // 4
 
-LENS = dict(init="teacher-lens", seq_len=512, batch_rows=1, train_tokens=48 * 512)
+LENS = dict(init="teacher-lens", seq_len=512, train_tokens=48 * 512)
 CUT_ADAPT = dict(init="teacher-cut", seq_len=512, batch_rows=4, lr=3e-4, warmup_fraction=0.1)
 # name -> (what it is, spec)
 RECIPES: dict[str, tuple[str, ReferenceSpec]] = {

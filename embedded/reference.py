@@ -121,7 +121,9 @@ class ReferenceSpec:
             raise ConfigError(f"noise_share={self.noise_share}: only a teacher-lens reference mixes noise into its fit")
         if not self.ridge > 0:
             raise ConfigError(f"ridge={self.ridge} must be positive")
-        if self.train_tokens and self.train_tokens < self.seq_len * self.batch_rows:
+        if self.init == "teacher-lens" and self.fit_blocks < 1:
+            raise ConfigError(f"train_tokens={self.train_tokens} is less than one block of seq_len={self.seq_len} to fit the lens on")
+        if self.init != "teacher-lens" and self.train_tokens and self.train_tokens < self.seq_len * self.batch_rows:
             raise ConfigError(
                 f"train_tokens={self.train_tokens} is less than one batch (batch_rows={self.batch_rows} x seq_len={self.seq_len})"
             )
@@ -134,12 +136,17 @@ class ReferenceSpec:
     def steps(self) -> int:
         return self.train_tokens // self.tokens_per_step
 
+    @property
+    def fit_blocks(self) -> int:
+        """Blocks of `seq_len` tokens a teacher lens's map is solved on (a lens takes no steps)."""
+        return self.train_tokens // self.seq_len
+
 
 # The embedded default, chosen by measurement (bench/reference.py; README "Measured"): a scratch
 # model trainable in the demo's budget stays near unigram statistics and ranks the demo's documents
 # unlike the teacher (Spearman 0.07); a lens on the teacher's first 20 of 30 layers, fitted on 48
 # blocks of D_ref with a third of them noisy, agrees with it (see the README) and still drops noise.
-DEMO_REFERENCE = ReferenceSpec(init="teacher-lens", layers=20, train_tokens=48 * 512, batch_rows=1, noise_share=1 / 3)
+DEMO_REFERENCE = ReferenceSpec(init="teacher-lens", layers=20, train_tokens=48 * 512, noise_share=1 / 3)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -186,14 +193,15 @@ def lens_blocks(
     context_id: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """The `spec.steps` blocks a lens is fitted on: a seeded draw of D_ref's training blocks, of which
-    `spec.noise_share` are replaced by blocks of noisy copies of D_ref documents."""
-    wanted = min(spec.steps, len(train_blocks))
+    """The `spec.fit_blocks` blocks a lens is fitted on: a seeded draw of D_ref's training blocks, of
+    which `spec.noise_share` are replaced by blocks of noisy copies of D_ref documents."""
+    wanted = min(spec.fit_blocks, len(train_blocks))
     n_noise = round(wanted * spec.noise_share)
     clean = train_blocks[torch.randperm(len(train_blocks), generator=generator)[: wanted - n_noise]]
     if not n_noise:
         return clean
-    # Noisy documents run ~500 tokens; twice the blocks needed leaves the draw a choice.
+    # Copies enough for twice the blocks needed if each ran 400 tokens (they run ~500, so ~2.5x):
+    # the draw keeps a choice, and too few still fails by name below.
     rng = random.Random(spec.seed)
     stream = torch.tensor(
         token_stream(noisy_copies(docs, 2 * n_noise * spec.seq_len // 400 + 1, rng), tokenizer, context_id)
@@ -289,9 +297,10 @@ def train(
         if teacher_dir is None:
             raise ConfigError("init='teacher-lens' needs the teacher's directory")
         fit = lens_blocks(train_blocks, docs, tokenizer, spec, int(context), generator)
-        model, loss_value = build_lens(teacher_dir, fit, spec, device), None
+        model, loss_value, used = build_lens(teacher_dir, fit, spec, device), None, fit.numel()
     else:
         model, loss_value = _train_weights(spec, tokenizer, teacher_dir, train_blocks, device, generator, started)
+        used = spec.steps * spec.tokens_per_step
     seconds = time.monotonic() - started
     model.eval()
     with torch.inference_mode():
@@ -303,7 +312,7 @@ def train(
     figures = {
         **({} if loss_value is None else {"train_loss": loss_value}),  # a lens is solved, not trained
         "val_loss": sum(val_losses) / len(val_losses),
-        "train_tokens": spec.steps * spec.tokens_per_step,
+        "train_tokens": used,  # what the fit saw: a lens's D_ref can hold fewer blocks than asked
         "d_ref_tokens": len(stream),
         "seconds": round(seconds, 1),
     }

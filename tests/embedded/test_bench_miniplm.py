@@ -35,3 +35,4 @@ def test_quick_run_writes_its_table(tmp_path: Path) -> None:
         assert label in table
     assert "kept: random_chars" in table
     assert "Unigram entropy of the held-out text" in table and "Compute-matched:" in table
+    assert "| tokens (a) needs for (b)'s loss |" in table

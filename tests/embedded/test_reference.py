@@ -131,7 +131,7 @@ def test_teacher_cut_with_top_layers_skips_the_middle(
         ReferenceSpec(top_layers=1)
 
 
-LENS = ReferenceSpec(init="teacher-lens", layers=1, seq_len=32, batch_rows=1, train_tokens=32 * 8)
+LENS = ReferenceSpec(init="teacher-lens", layers=1, seq_len=32, train_tokens=32 * 8)
 
 
 def test_ridge_map_recovers_a_known_map_and_shrinks_toward_the_identity() -> None:
@@ -177,7 +177,7 @@ def test_teacher_lens_is_the_teachers_bottom_with_a_fitted_head_folded_in(
 
 
 def test_lens_fit_blocks_mix_in_the_asked_share_of_noise(tiny_tokenizer: PreTrainedTokenizerFast) -> None:
-    spec = ReferenceSpec(init="teacher-lens", layers=1, seq_len=16, batch_rows=1, train_tokens=16 * 9, noise_share=1 / 3)
+    spec = ReferenceSpec(init="teacher-lens", layers=1, seq_len=16, train_tokens=16 * 9, noise_share=1 / 3)
     train_blocks = torch.arange(20 * 16).view(20, 16)  # stand-ins: every clean block is recognisable
     draw = [lens_blocks(train_blocks, TEXTS, tiny_tokenizer, spec, 0, torch.Generator().manual_seed(0)) for _ in range(2)]
     assert torch.equal(draw[0], draw[1])  # seeded
@@ -207,6 +207,9 @@ def test_teacher_lens_saves_and_loads_as_a_plain_causal_lm(tmp_path: Path, tiny_
 def test_lens_spec_is_validated(tiny_pair: tuple[Path, Path], tiny_tokenizer: PreTrainedTokenizerFast) -> None:
     with pytest.raises(ConfigError, match="train_tokens=0 leaves a teacher-lens reference untrained"):
         ReferenceSpec(init="teacher-lens", train_tokens=0)
+    with pytest.raises(ConfigError, match="less than one block of seq_len=32 to fit the lens on"):
+        ReferenceSpec(init="teacher-lens", seq_len=32, train_tokens=31)
+    assert ReferenceSpec(init="teacher-lens", seq_len=32, train_tokens=32 * 3).fit_blocks == 3  # batch_rows is not read
     with pytest.raises(ConfigError, match="a teacher lens keeps only the bottom layers"):
         ReferenceSpec(init="teacher-lens", top_layers=1)
     with pytest.raises(ConfigError, match="needs the teacher's directory"):
