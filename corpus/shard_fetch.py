@@ -33,7 +33,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,48 +101,53 @@ def remove_orphaned_parts(directory: Path, grace_s: float = ORPHAN_GRACE_S) -> i
     return removed
 
 
-def _download(url: str, headers: dict[str, str] | None, directory: str | None) -> tuple[Path, str]:
-    import httpx
-
+def _to_part(chunks: Generator[bytes, None, None], directory: str | None) -> tuple[Path, str]:
+    """`chunks` streamed into a new `.part` file and hashed as they pass: (its path, sha256). The
+    part is removed whatever fails, the source (named by its own errors) or the disk."""
     fd, path = _part_file(directory)
     digest = hashlib.sha256()
     try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            httpx.stream("GET", url, headers=headers, timeout=60.0, follow_redirects=True) as response,
-        ):
+        with os.fdopen(fd, "wb") as out, contextlib.closing(chunks):
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest()
+
+
+def _http_chunks(url: str, headers: dict[str, str] | None) -> Generator[bytes, None, None]:
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=60.0, follow_redirects=True) as response:
             if response.status_code == 404:
                 raise NotFoundError(f"{url!r} not found (HTTP 404)")
             if response.status_code >= 400:
                 raise InputError(f"cannot fetch {url!r}: HTTP {response.status_code}")
-            for chunk in response.iter_bytes(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+            yield from response.iter_bytes(_CHUNK)
     except httpx.HTTPError as exc:
-        path.unlink(missing_ok=True)
         raise InputError(f"cannot fetch {url!r}: {exc}") from exc
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path, digest.hexdigest()
+
+
+def _object_chunks(url: str) -> Generator[bytes, None, None]:
+    try:
+        with storage.open_read(storage.job_path(url)) as source:
+            while chunk := source.read(_CHUNK):
+                yield chunk
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"shard {url!r} not found in the store") from exc
+
+
+def _download(url: str, headers: dict[str, str] | None, directory: str | None) -> tuple[Path, str]:
+    """An http(s) shard, streamed to a temporary file."""
+    return _to_part(_http_chunks(url, headers), directory)
 
 
 def _download_object(url: str, directory: str | None) -> tuple[Path, str]:
     """An object-store shard, streamed to a temporary file (the store's errors are named ones)."""
-    fd, path = _part_file(directory)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, storage.open_read(storage.job_path(url)) as source:
-            while chunk := source.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-    except FileNotFoundError as exc:
-        path.unlink(missing_ok=True)
-        raise NotFoundError(f"shard {url!r} not found in the store") from exc
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path, digest.hexdigest()
+    return _to_part(_object_chunks(url), directory)
 
 
 @dataclass(frozen=True)
