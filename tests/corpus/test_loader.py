@@ -17,7 +17,7 @@ from corpus.loader import ManifestDataset
 from corpus.manifest import load_manifest
 from corpus.packing import Packing
 from corpus.rewrite import run_rewrite
-from scoring.errors import ConfigError, InputError
+from scoring.errors import ConfigError, InputError, NotFoundError
 from tests.corpus.fakes import FakeSpec
 from tests.corpus.helpers import make_rows, write_jsonl
 
@@ -176,6 +176,20 @@ def test_reads_over_http_with_a_bearer_token(job: Path, server: str, path: str) 
     assert [r["id"] for r in remote] == [r["id"] for r in ManifestDataset(job, seed=4)]
     with pytest.raises(InputError, match="401"):
         ManifestDataset(server + path, headers={"Authorization": "Bearer wrong"})
+
+
+def test_a_refused_download_names_the_url_and_leaves_no_part_file(server: str, tmp_path: Path) -> None:
+    from corpus.shard_fetch import _download
+
+    headers = {"Authorization": "Bearer s3cret"}
+    shard = f"{server}/v1/manifests/job1/shards/no-such-shard.parquet"
+    with pytest.raises(NotFoundError, match=r"no-such-shard\.parquet.*HTTP 404"):
+        _download(shard, headers, str(tmp_path))
+    with pytest.raises(InputError, match="HTTP 401"):
+        _download(shard, {"Authorization": "Bearer wrong"}, str(tmp_path))
+    with pytest.raises(InputError, match=r"cannot fetch 'http://127\.0\.0\.1:9/"):
+        _download("http://127.0.0.1:9/shard.parquet", headers, str(tmp_path))  # nothing listens there
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_column_subset(job: Path) -> None:
