@@ -96,7 +96,7 @@ class Sizes:
     train_tokens: int  # per student, whatever its subset
     student_vocab: int  # the most frequent token ids the student predicts (the rest share one id)
     ref_train_tokens: int  # the bench's own reference, adapted on a noisy D_ref slice
-    curve_points: int = 8  # held-out evaluations along (b)'s training, and CURVE_MULTIPLE x as many along (a)'s
+    curve_points: int = 8  # held-out evaluations per budget of training along each curve (CURVE_MULTIPLE x as many)
     taus: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     lr: float = 3e-3
     warmup_steps: int = 64  # the same for every run, whatever its length: 12 steps (1/20 of 256) let some seeds diverge
@@ -711,8 +711,9 @@ def render(args, sizes, origin, pool, scores, vocab_size, entropy, results, timi
     lines += [
         "",
         f"Held-out loss along training (mean over seeds): points of one run per method and seed, "
-        f"{CURVE_MULTIPLE}x the budget long, on the same cosine schedule (so each point sits above what a run "
-        "stopped there would reach, by the same learning rates for both):",
+        f"{CURVE_MULTIPLE}x the budget long, on the same cosine schedule: at each point both students have had "
+        "as many tokens at the same learning rates (a point is not what a run stopped there would reach, "
+        "whose learning rate would have decayed):",
         "",
         "| training tokens | " + " | ".join(f"{t:,}" for t, _ in uniform) + " |",
         "|---|" + "---|" * len(uniform),
