@@ -48,6 +48,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,14 +322,10 @@ class CompactVocab:
     this vocabulary, and the unigram entropy is taken on the same mapped text."""
 
     def __init__(self, id_lists: Sequence[Sequence[int]], context_id: int, limit: int | None = None) -> None:
-        counts: dict[int, int] = {}
-        for ids in id_lists:
-            for i in ids:
-                counts[i] = counts.get(i, 0) + 1
-        # Most frequent first, ties by id: the same vocabulary on every run.
-        kept = sorted(counts, key=lambda i: (-counts[i], i))
-        if limit is not None and len(kept) > limit - 2:
-            kept = kept[: limit - 2]
+        counts = Counter(i for ids in id_lists for i in ids)
+        # Most frequent first, ties by id: the same vocabulary on every run. Two places are left for
+        # the context id and the shared rare id.
+        kept = sorted(counts, key=lambda i: (-counts[i], i))[: None if limit is None else limit - 2]
         ids = sorted({context_id, *kept})
         self.size = len(ids) + 1
         self.rare = len(ids)
@@ -381,7 +378,7 @@ def train_student(
 ) -> tuple[torch.nn.Module, Curve]:
     """Fixed steps of fixed size, whatever the subset: every method gets the same tokens. With
     `curve_on` (held-out blocks), the loss on it is taken `sizes.curve_points` times along the way
-    (points of one cosine schedule: a lower bound on what a run stopped there would reach)."""
+    (points of one cosine schedule, not what a run stopped there would reach: its rate would have decayed)."""
     model = build_student(sizes, vocab, seed).to(device)
     data = blocks_of(stream, sizes.seq_len)
     generator = torch.Generator().manual_seed(seed)

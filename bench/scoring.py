@@ -227,8 +227,7 @@ def main() -> None:
         args.docs, args.repeats = 6, 1
     device = resolve_device("auto")
     print(f"machine: {cpu_description()}; {torch.get_num_threads()} torch threads; device {device}; "
-          f"native bf16: {cpu_has_native_bf16() if device.type == 'cpu' else 'n/a'}; torch {torch.__version__}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
     tokenizer = build_tokenizer(vocab_size=2000, extra_text=" ".join(__doc__.split()) * 20)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.shapes.split(","):
